@@ -1,0 +1,198 @@
+"""The worker's side of mercy written in Python: loading the app and the
+retirement steps that need the interpreter. Not for apps to import."""
+
+import atexit
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+import traceback
+
+import _mercy
+import mercy
+
+
+def prepare(virtualenv, pythonpath, executable):
+    """Make the virtualenv's packages and the --pythonpath folders
+    importable; set sys.argv and sys.executable as a program would see."""
+    sys.argv = ["mercy"]
+    sys.executable = executable
+    if virtualenv:
+        import site
+
+        version = "python%d.%d" % sys.version_info[:2]
+        site_packages = os.path.join(virtualenv, "lib", version, "site-packages")
+        site.addsitedir(site_packages)
+        sys.prefix = sys.exec_prefix = virtualenv
+        venv_python = os.path.join(virtualenv, "bin", "python")
+        if os.path.exists(venv_python):
+            sys.executable = venv_python
+    for folder in reversed(pythonpath):
+        sys.path.insert(0, folder)
+
+
+def load_file(path, callable_name):
+    """Import the app from a Python file, as __main__-free module named after
+    the file, and return its WSGI callable."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = os.path.splitext(os.path.basename(path))[0]
+    if not name.isidentifier():
+        name = "mercy_app"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load %s: not a Python file" % path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return _callable_of(module, callable_name, path)
+
+
+def load_module(spec, default_callable):
+    """Import the app from `pkg.mod` or `pkg.mod:callable`."""
+    module_name, _, callable_name = spec.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    module = importlib.import_module(module_name)
+    return _callable_of(module, callable_name or default_callable, module_name)
+
+
+def _callable_of(module, name, where):
+    try:
+        app = getattr(module, name)
+    except AttributeError:
+        raise LookupError("%s has no callable named %r (set --callable)" % (where, name)) from None
+    if not callable(app):
+        raise TypeError("%s.%s is a %s, not a callable" % (where, name, type(app).__name__))
+    return app
+
+
+def describe_error(error):
+    """One line naming the exception and where it was raised in the app."""
+    text = "%s: %s" % (type(error).__name__, error)
+    if isinstance(error, SyntaxError) and error.filename:
+        return "%s (%s, line %s)" % (text, error.filename, error.lineno)
+    frames = traceback.extract_tb(error.__traceback__)
+    own = os.path.dirname(__file__)
+    for frame in reversed(frames):
+        if not frame.filename.startswith("<") and not frame.filename.startswith(own):
+            return "%s (%s, line %s)" % (text, frame.filename, frame.lineno)
+    return text
+
+
+def format_error(error):
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def start_request_threads(count):
+    threads = []
+    for index in range(count):
+        thread = threading.Thread(
+            target=_mercy.serve, name="mercy-request-%d" % (index + 1), daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def wait_request_threads(threads):
+    for thread in threads:
+        thread.join()
+
+
+def wait_tracked_work():
+    """Retirement step 3: wait for work started with mercy.spawn()."""
+    while True:
+        with mercy._tracked_lock:
+            pending = list(mercy._tracked)
+        if not pending:
+            return
+        for thread in pending:
+            thread.join()
+
+
+def run_shutdown_hooks():
+    """Retirement step 4: mercy.on_shutdown hooks, uwsgi.atexit, then
+    Python's own atexit handlers; each exactly once."""
+    hooks = list(mercy._shutdown_hooks)
+    mercy._shutdown_hooks.clear()
+    for hook in hooks:
+        _call_hook(hook, "a mercy.on_shutdown hook")
+    uwsgi = sys.modules.get("uwsgi")
+    uwsgi_atexit = getattr(uwsgi, "atexit", None) if uwsgi is not None else None
+    if callable(uwsgi_atexit):
+        _call_hook(uwsgi_atexit, "uwsgi.atexit")
+    atexit._run_exitfuncs()
+
+
+def _call_hook(hook, what):
+    try:
+        hook()
+    except BaseException:
+        _mercy.log_exception("%s raised" % what)
+
+
+def wait_non_daemon_threads():
+    """Retirement step 5: wait for non-daemon threads, as Python itself does
+    at exit. Daemon threads (driver monitors, flushers) never delay it."""
+    current = threading.current_thread()
+    main = threading.main_thread()
+    while True:
+        pending = [
+            t
+            for t in threading.enumerate()
+            if t is not current and t is not main and not t.daemon and t.is_alive()
+        ]
+        if not pending:
+            return
+        for thread in pending:
+            thread.join()
+
+
+def daemon_threads():
+    """Names of the daemon threads left behind at exit, for the debug log."""
+    return [t.name for t in threading.enumerate() if t.daemon and t.is_alive()]
+
+
+def thread_stacks():
+    """The name and Python stack of every live thread but mercy's own
+    request threads while idle, for the mercy_expired diagnostic."""
+    names = {t.ident: t for t in threading.enumerate()}
+    current = threading.get_ident()
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        if ident == current:
+            continue
+        thread = names.get(ident)
+        name = thread.name if thread is not None else "thread %d" % ident
+        kind = "daemon" if thread is not None and thread.daemon else "non-daemon"
+        stack = "".join(traceback.format_stack(frame))
+        parts.append('Thread "%s" (%s, ident %d):\n%s' % (name, kind, ident, stack))
+    return "\n".join(parts)
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: iterates a file-like object in blocks and closes
+    it when the server closes the response."""
+
+    def __init__(self, filelike, block_size=8192):
+        self.filelike = filelike
+        self.block_size = block_size
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            block = read(self.block_size)
+            if not block:
+                return
+            yield block

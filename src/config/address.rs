@@ -1,0 +1,85 @@
+//! Socket addresses as uWSGI spells them: `host:port`, `:port`, or a path.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use super::ConfigError;
+
+/// Where a listening socket is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ListenAddress {
+    /// Parses `host:port`, `:port` (all IPv4 addresses), `[v6]:port`, or a
+    /// unix socket path (anything with a `/`, or without a `:`).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: &str| ConfigError::BadAddress {
+            address: text.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if text.contains('/') || !text.contains(':') {
+            if text.is_empty() {
+                return Err(bad("empty address"));
+            }
+            return Ok(Self::Unix(PathBuf::from(text)));
+        }
+        let with_host = match text.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => text.to_owned(),
+        };
+        let (_, port) = with_host.rsplit_once(':').expect("the address has a colon");
+        port.parse::<u16>()
+            .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
+        let mut resolved = with_host
+            .to_socket_addrs()
+            .map_err(|error| bad(&format!("cannot resolve the host: {error}")))?;
+        resolved
+            .next()
+            .map(Self::Tcp)
+            .ok_or_else(|| bad("the host resolves to no address"))
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_form() {
+        assert_eq!(
+            ListenAddress::parse(":8000").expect("valid"),
+            ListenAddress::Tcp("0.0.0.0:8000".parse().expect("valid"))
+        );
+        assert_eq!(
+            ListenAddress::parse("127.0.0.1:9").expect("valid"),
+            ListenAddress::Tcp("127.0.0.1:9".parse().expect("valid"))
+        );
+        assert_eq!(
+            ListenAddress::parse("[::1]:9").expect("valid"),
+            ListenAddress::Tcp("[::1]:9".parse().expect("valid"))
+        );
+        assert_eq!(
+            ListenAddress::parse("/run/app.sock").expect("valid"),
+            ListenAddress::Unix("/run/app.sock".into())
+        );
+    }
+
+    #[test]
+    fn refuses_a_bad_port() {
+        assert!(ListenAddress::parse("127.0.0.1:http").is_err());
+        assert!(ListenAddress::parse("127.0.0.1:70000").is_err());
+    }
+}

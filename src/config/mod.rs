@@ -1,0 +1,358 @@
+//! Options, read from the command line (uWSGI's names), and their validation.
+
+mod address;
+
+pub use address::ListenAddress;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::protocol::http::Limits;
+
+/// An application server for Python WSGI apps.
+///
+/// Option names follow uWSGI's, so an existing deployment's options mostly
+/// work unchanged.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "mercy", disable_version_flag = true)]
+pub struct Options {
+    /// Print mercy's version and the embedded Python's, then exit.
+    #[arg(long)]
+    pub version: bool,
+
+    /// Serve HTTP/1.1 on ADDR (`host:port`, `:port` or a unix socket path).
+    /// Repeatable. uWSGI's `--http-socket` means the same.
+    #[arg(long = "http", visible_alias = "http-socket", value_name = "ADDR")]
+    pub http: Vec<String>,
+
+    /// Load the WSGI app from this Python file.
+    #[arg(long, value_name = "PATH", visible_alias = "file")]
+    pub wsgi_file: Option<PathBuf>,
+
+    /// Load the WSGI app from this module (`pkg.mod` or `pkg.mod:callable`).
+    #[arg(long, visible_alias = "wsgi", value_name = "MODULE")]
+    pub module: Option<String>,
+
+    /// The name of the WSGI callable in the app's module.
+    #[arg(long, default_value = "application", value_name = "NAME")]
+    pub callable: String,
+
+    /// Number of worker processes.
+    #[arg(long, visible_alias = "workers", short = 'p', default_value_t = 1)]
+    pub processes: u32,
+
+    /// Python threads per worker that call the app.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+
+    /// Seconds a retiring worker gets to finish before it is killed.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub worker_reload_mercy: u64,
+
+    /// Seconds a new worker gets to import the app and report ready.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub spawn_timeout: u64,
+
+    /// A virtualenv whose packages the app imports (`VIRTUAL_ENV` if unset).
+    #[arg(long, visible_alias = "home", short = 'H', value_name = "PATH")]
+    pub virtualenv: Option<PathBuf>,
+
+    /// A folder added to the front of `sys.path`. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Change to this folder before loading the app.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Listen queue size of each socket.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub listen: u32,
+
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub keep_alive: u64,
+
+    /// Seconds without progress after which a client reading or sending a
+    /// request is dropped.
+    #[arg(long, default_value_t = 4, value_name = "SECONDS")]
+    pub socket_timeout: u64,
+
+    /// Largest request head, in bytes.
+    #[arg(long, short = 'b', default_value_t = 4096, value_name = "BYTES")]
+    pub buffer_size: usize,
+
+    /// Request bodies up to this size are read whole before the app runs.
+    #[arg(long, default_value_t = 65536, value_name = "BYTES")]
+    pub post_buffering: usize,
+
+    /// Longest request line, in bytes (0: no limit).
+    #[arg(long, default_value_t = 4094, value_name = "BYTES")]
+    pub limit_request_line: usize,
+
+    /// Most header fields in a request.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit_request_fields: usize,
+
+    /// Longest header field line, in bytes.
+    #[arg(long, default_value_t = 8190, value_name = "BYTES")]
+    pub limit_request_field_size: usize,
+
+    /// Set an environment variable (`KEY=VALUE`) before the app loads.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Write log lines as JSON objects.
+    #[arg(long)]
+    pub log_json: bool,
+
+    /// No request log lines.
+    #[arg(long)]
+    pub disable_logging: bool,
+
+    /// Append the log to this file instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    pub logto: Option<PathBuf>,
+
+    /// Accepted for uWSGI compatibility: mercy always has a master.
+    #[arg(long, hide = true)]
+    pub master: bool,
+
+    /// Accepted for uWSGI compatibility: workers always load the app.
+    #[arg(long, hide = true)]
+    pub lazy_apps: bool,
+
+    /// Accepted for uWSGI compatibility: Python threads always work.
+    #[arg(long, hide = true)]
+    pub enable_threads: bool,
+}
+
+/// Where the WSGI app comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    File(PathBuf),
+    Module(String),
+}
+
+/// Validated settings that every part of mercy reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<ListenAddress>,
+    pub app: AppSource,
+    pub callable: String,
+    pub processes: u32,
+    pub threads: u32,
+    pub reload_mercy: Duration,
+    pub spawn_timeout: Duration,
+    pub virtualenv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub chdir: Option<PathBuf>,
+    pub backlog: u32,
+    pub keep_alive: Duration,
+    pub socket_timeout: Duration,
+    pub post_buffering: usize,
+    pub limits: Limits,
+    pub env: Vec<(String, String)>,
+    pub log_json: bool,
+    pub request_log: bool,
+    pub logto: Option<PathBuf>,
+}
+
+/// A configuration that cannot be used, with what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no app to serve: give --wsgi-file PATH or --module MODULE")]
+    NoApp,
+    #[error("--wsgi-file and --module both given: choose one")]
+    TwoApps,
+    #[error("no socket to serve on: give --http ADDR")]
+    NoSocket,
+    #[error("{option} must be {rule}, got {value}")]
+    OutOfRange {
+        option: &'static str,
+        rule: &'static str,
+        value: String,
+    },
+    #[error("invalid address {address:?} in --http: {reason}")]
+    BadAddress { address: String, reason: String },
+    #[error("--env expects KEY=VALUE, got {0:?}")]
+    BadEnv(String),
+    #[error("virtualenv {path}: {reason}")]
+    BadVirtualenv { path: PathBuf, reason: String },
+    #[error(
+        "virtualenv {path} was made by Python {venv_version}, \
+         but mercy embeds Python {embedded_version}: recreate it with \
+         {embedded_executable} or build mercy against its Python (PYO3_PYTHON)"
+    )]
+    VirtualenvVersion {
+        path: PathBuf,
+        venv_version: String,
+        embedded_version: &'static str,
+        embedded_executable: &'static str,
+    },
+}
+
+impl Options {
+    /// Checks every option and turns them into a [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let app = match (self.wsgi_file, self.module) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoApps),
+            (None, None) => return Err(ConfigError::NoApp),
+            (Some(path), None) => AppSource::File(path),
+            (None, Some(module)) => AppSource::Module(module),
+        };
+        if self.http.is_empty() {
+            return Err(ConfigError::NoSocket);
+        }
+        let listen = self
+            .http
+            .iter()
+            .map(|addr| ListenAddress::parse(addr))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        at_least("--processes", 1, self.processes.into())?;
+        at_least("--threads", 1, self.threads.into())?;
+        at_least("--worker-reload-mercy", 1, self.worker_reload_mercy)?;
+        at_least("--spawn-timeout", 1, self.spawn_timeout)?;
+        at_least("--socket-timeout", 1, self.socket_timeout)?;
+        at_least("--listen", 1, self.listen.into())?;
+        if !(64..=1 << 24).contains(&self.buffer_size) {
+            return Err(ConfigError::OutOfRange {
+                option: "--buffer-size",
+                rule: "between 64 and 16777216",
+                value: self.buffer_size.to_string(),
+            });
+        }
+
+        let env = self
+            .env
+            .iter()
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+                _ => Err(ConfigError::BadEnv(pair.clone())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let virtualenv = self
+            .virtualenv
+            .or_else(|| std::env::var_os("VIRTUAL_ENV").map(PathBuf::from));
+        if let Some(path) = &virtualenv {
+            check_virtualenv(path)?;
+        }
+
+        Ok(Config {
+            listen,
+            app,
+            callable: self.callable,
+            processes: self.processes,
+            threads: self.threads,
+            reload_mercy: Duration::from_secs(self.worker_reload_mercy),
+            spawn_timeout: Duration::from_secs(self.spawn_timeout),
+            virtualenv,
+            pythonpath: self.pythonpath,
+            chdir: self.chdir,
+            backlog: self.listen,
+            keep_alive: Duration::from_secs(self.keep_alive),
+            socket_timeout: Duration::from_secs(self.socket_timeout),
+            post_buffering: self.post_buffering,
+            limits: Limits {
+                max_head_bytes: self.buffer_size,
+                max_request_line: self.limit_request_line,
+                max_header_count: self.limit_request_fields,
+                max_field_size: self.limit_request_field_size,
+            },
+            env,
+            log_json: self.log_json,
+            request_log: !self.disable_logging,
+            logto: self.logto,
+        })
+    }
+}
+
+fn at_least(option: &'static str, minimum: u64, value: u64) -> Result<(), ConfigError> {
+    if value >= minimum {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange {
+        option,
+        rule: if minimum == 1 {
+            "at least 1"
+        } else {
+            "larger"
+        },
+        value: value.to_string(),
+    })
+}
+
+/// The Python version mercy was built against and embeds.
+pub const EMBEDDED_PYTHON_VERSION: &str = env!("MERCY_PYTHON_VERSION");
+/// The interpreter mercy was built against.
+pub const EMBEDDED_PYTHON_EXECUTABLE: &str = env!("MERCY_PYTHON_EXECUTABLE");
+/// The libpython the binary loads.
+pub const EMBEDDED_PYTHON_LIBRARY: &str = env!("MERCY_PYTHON_LIBRARY");
+/// `sys.base_prefix` of the embedded interpreter: its standard library.
+pub const EMBEDDED_PYTHON_HOME: &str = env!("MERCY_PYTHON_HOME");
+
+/// Refuses a virtualenv that is missing or was made by another major.minor
+/// Python than the embedded one: its compiled packages would not load.
+fn check_virtualenv(path: &Path) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::BadVirtualenv {
+        path: path.to_owned(),
+        reason,
+    };
+    let cfg_path = path.join("pyvenv.cfg");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|error| bad(format!("cannot read {}: {error}", cfg_path.display())))?;
+    let venv_version = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(key, _)| matches!(key.trim(), "version" | "version_info"))
+        .map(|(_, value)| value.trim().to_owned())
+        .ok_or_else(|| bad(format!("{} names no Python version", cfg_path.display())))?;
+    if major_minor(&venv_version) != major_minor(EMBEDDED_PYTHON_VERSION) {
+        return Err(ConfigError::VirtualenvVersion {
+            path: path.to_owned(),
+            venv_version,
+            embedded_version: EMBEDDED_PYTHON_VERSION,
+            embedded_executable: EMBEDDED_PYTHON_EXECUTABLE,
+        });
+    }
+    Ok(())
+}
+
+fn major_minor(version: &str) -> &str {
+    let mut dots = version.match_indices('.');
+    match (dots.next(), dots.next()) {
+        (Some(_), Some((second, _))) => &version[..second],
+        _ => version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_minor_drops_the_patch_level() {
+        assert_eq!(major_minor("3.11.7"), "3.11");
+        assert_eq!(major_minor("3.9"), "3.9");
+    }
+
+    #[test]
+    fn an_app_and_a_socket_are_required() {
+        let options = Options::parse_from(["mercy", "--http", ":8000"]);
+        assert!(matches!(options.validate(), Err(ConfigError::NoApp)));
+        let options = Options::parse_from(["mercy", "--wsgi-file", "app.py"]);
+        assert!(matches!(options.validate(), Err(ConfigError::NoSocket)));
+    }
+
+    #[test]
+    fn zero_processes_is_refused() {
+        let options =
+            Options::parse_from(["mercy", "--http", ":8000", "--wsgi-file", "a.py", "-p", "0"]);
+        let error = options.validate().expect_err("zero processes is refused");
+        assert!(error.to_string().contains("--processes"), "{error}");
+    }
+}

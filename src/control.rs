@@ -1,0 +1,89 @@
+//! The control channel between the master and one worker: a unix socket pair
+//! carrying one JSON message per line.
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that puts the binary in the worker role; its
+/// value is a [`WorkerSpec`] as JSON.
+pub const WORKER_ENV: &str = "MERCY_WORKER";
+
+/// The first file descriptor a worker inherits its listening sockets on;
+/// the control channel comes right after the last listener.
+pub const FIRST_INHERITED_FD: i32 = 3;
+
+/// What the master tells a worker process about itself when it starts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub id: u32,
+    pub generation: u64,
+    pub master_pid: u32,
+    /// How many listening sockets were inherited, from fd 3 on.
+    pub listeners: usize,
+}
+
+impl WorkerSpec {
+    /// The fd of the worker's end of the control channel.
+    pub fn control_fd(&self) -> i32 {
+        FIRST_INHERITED_FD + self.listeners as i32
+    }
+}
+
+/// How a worker should retire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetireMode {
+    /// A reload: the new generation accepts already; finish and leave.
+    Reload,
+    /// A graceful shutdown: first accept what the kernel has queued.
+    Shutdown,
+    /// A fast shutdown: stop now, close idle connections, skip the waits.
+    Fast,
+}
+
+/// Master to worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// Begin retirement (DESIGN.md section 3).
+    Retire { mode: RetireMode },
+    /// The mercy deadline passed: write the diagnostic, the kill follows.
+    Expired,
+}
+
+/// Worker to master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToMaster {
+    /// The app is imported and the worker accepts connections.
+    Ready,
+    /// The app could not be loaded; the worker exits.
+    LoadFailed { error: String },
+    /// The app asked for a graceful reload of the whole instance.
+    Reload,
+    /// The diagnostic for an expired retirement is written.
+    Diagnosed,
+}
+
+/// Encodes a message as one line.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(message).expect("control messages always serialize");
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_lines() {
+        let line = encode(&ToWorker::Retire {
+            mode: RetireMode::Shutdown,
+        });
+        assert_eq!(line, b"{\"type\":\"retire\",\"mode\":\"shutdown\"}\n");
+        let back: ToMaster =
+            serde_json::from_slice(&encode(&ToMaster::LoadFailed { error: "x".into() }))
+                .expect("decodes");
+        assert!(matches!(back, ToMaster::LoadFailed { error } if error == "x"));
+    }
+}

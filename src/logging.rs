@@ -1,0 +1,43 @@
+//! Log set-up: readable lines or JSON lines on standard error (which
+//! `--logto` points at a file), shared by the master and its workers.
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use tracing_subscriber::EnvFilter;
+
+/// The environment variable that overrides the log filter (`debug`, ...).
+pub const FILTER_ENV: &str = "MERCY_LOG";
+
+/// Installs the global subscriber. Call once per process.
+pub fn init(json: bool) {
+    let filter =
+        EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+/// Points standard output and standard error at `path` (appending), so
+/// this process, its workers and Python's own prints all log there.
+pub fn redirect_to_file(path: &Path) -> std::io::Result<()> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 on two valid descriptors; `file` stays open for the
+        // duration of the call and the targets are the standard streams.
+        if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,742 @@
+//! The master: pure Rust, never initialises Python. It binds the sockets,
+//! starts and watches the workers, and runs reloads and shutdowns.
+//!
+//! The meaning of each signal is written once, in [`Master::on_signal`]; the
+//! instance's lifecycle is the [`Phase`] enum.
+
+mod sockets;
+mod spawn;
+mod workers;
+
+use std::os::fd::OwnedFd;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::control::{RetireMode, ToMaster, ToWorker, WorkerSpec};
+use workers::{Worker, WorkerState, Workers};
+
+pub use sockets::{bind_all, BindError, Listener};
+
+/// How long a worker of a fast shutdown gets before it is killed.
+const FAST_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long the master waits for an expired worker's diagnostic.
+const DIAGNOSTIC_GRACE: Duration = Duration::from_secs(3);
+/// A worker that dies sooner than this after its start counts as a quick
+/// death, and its respawns back off.
+const QUICK_DEATH: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const TICK: Duration = Duration::from_millis(100);
+
+/// How the instance ended, mapped to the process's exit status by `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A requested shutdown completed: exit status 0.
+    Stopped,
+    /// The app could not be loaded at first start: exit status 3.
+    AppLoadFailed,
+}
+
+/// The instance's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The first generation is loading; a load failure ends the instance.
+    Starting,
+    /// Every slot has a ready worker.
+    Serving,
+    /// A new generation is starting (`committed == false`) or, once all of
+    /// it is ready, the previous one is retiring.
+    Reloading { generation: u64, committed: bool },
+    /// Workers are retiring; the master exits when the last one is gone.
+    ShuttingDown { mode: RetireMode },
+}
+
+/// Something that happened to a worker, reported by its watcher tasks.
+#[derive(Debug)]
+enum WorkerEvent {
+    Message { pid: u32, message: ToMaster },
+    Exited { pid: u32, status: ExitStatus },
+}
+
+/// Binds the sockets and supervises workers until a shutdown completes.
+pub fn run(config: Config, listeners: Vec<Listener>) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut master = Master::new(config, listeners);
+        master.main_loop().await
+    })
+}
+
+struct Master {
+    config: Config,
+    listeners: Vec<OwnedFd>,
+    phase: Phase,
+    /// The generation that owns the slots (the newest that started whole).
+    generation: u64,
+    workers: Workers,
+    /// Another reload was requested while one ran.
+    reload_pending: bool,
+    /// Slots waiting to be respawned, with the time they may start.
+    respawns: Vec<(u32, Instant)>,
+    /// Per slot: consecutive quick deaths, for the respawn backoff.
+    quick_deaths: Vec<u32>,
+    killed_count: u64,
+    events_tx: mpsc::UnboundedSender<WorkerEvent>,
+    events_rx: mpsc::UnboundedReceiver<WorkerEvent>,
+    outcome: Option<Outcome>,
+}
+
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+    quit: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MasterSignal {
+    Hangup,
+    Terminate,
+    Interrupt,
+    Quit,
+}
+
+impl Master {
+    fn new(config: Config, listeners: Vec<Listener>) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let slots = config.processes as usize;
+        Self {
+            config,
+            listeners: listeners.into_iter().map(|l| l.fd).collect(),
+            phase: Phase::Starting,
+            generation: 1,
+            workers: Workers::default(),
+            reload_pending: false,
+            respawns: Vec::new(),
+            quick_deaths: vec![0; slots + 1],
+            killed_count: 0,
+            events_tx,
+            events_rx,
+            outcome: None,
+        }
+    }
+
+    async fn main_loop(&mut self) -> anyhow::Result<Outcome> {
+        let mut signals = Signals::install()?;
+        for id in 1..=self.config.processes {
+            self.spawn(id, self.generation, false);
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        while self.outcome.is_none() {
+            tokio::select! {
+                _ = signals.hangup.recv() => self.on_signal(MasterSignal::Hangup),
+                _ = signals.terminate.recv() => self.on_signal(MasterSignal::Terminate),
+                _ = signals.interrupt.recv() => self.on_signal(MasterSignal::Interrupt),
+                _ = signals.quit.recv() => self.on_signal(MasterSignal::Quit),
+                Some(event) = self.events_rx.recv() => self.on_worker_event(event),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        Ok(self.outcome.expect("the loop ends with an outcome"))
+    }
+
+    /// The meaning of every master signal (DESIGN.md section 4).
+    fn on_signal(&mut self, signal: MasterSignal) {
+        match signal {
+            MasterSignal::Hangup => self.request_reload("SIGHUP"),
+            MasterSignal::Terminate => match self.phase {
+                Phase::ShuttingDown {
+                    mode: RetireMode::Shutdown,
+                } => {
+                    info!("second SIGTERM: escalating to a fast shutdown");
+                    self.shutdown(RetireMode::Fast);
+                }
+                Phase::ShuttingDown { .. } => {}
+                _ => self.shutdown(RetireMode::Shutdown),
+            },
+            MasterSignal::Interrupt | MasterSignal::Quit => self.shutdown(RetireMode::Fast),
+        }
+    }
+
+    fn request_reload(&mut self, cause: &str) {
+        match self.phase {
+            Phase::ShuttingDown { .. } => {
+                info!(cause, "reload requested during shutdown: ignored");
+            }
+            Phase::Starting | Phase::Reloading { .. } => {
+                info!(cause, "reload requested while another runs: it follows when this one ends");
+                self.reload_pending = true;
+            }
+            Phase::Serving => self.start_reload(cause),
+        }
+    }
+
+    fn start_reload(&mut self, cause: &str) {
+        let generation = self.generation + 1;
+        info!(
+            event = "reload_started",
+            generation,
+            cause,
+            "graceful reload: starting generation {generation}"
+        );
+        self.phase = Phase::Reloading {
+            generation,
+            committed: false,
+        };
+        for id in 1..=self.config.processes {
+            self.spawn(id, generation, false);
+        }
+    }
+
+    fn shutdown(&mut self, mode: RetireMode) {
+        let graceful = mode == RetireMode::Shutdown;
+        info!(
+            event = "shutdown_started",
+            mode = if graceful { "graceful" } else { "fast" },
+            workers = self.workers.len(),
+            "{} shutdown started",
+            if graceful { "graceful" } else { "fast" }
+        );
+        self.phase = Phase::ShuttingDown { mode };
+        self.respawns.clear();
+        let pids: Vec<u32> = self.workers.pids();
+        for pid in pids {
+            let starting = matches!(
+                self.workers.get(pid).map(|w| &w.state),
+                Some(WorkerState::Starting { .. })
+            );
+            if starting {
+                self.kill(pid, "the worker was still loading when the shutdown began");
+            } else {
+                self.retire(pid, mode);
+            }
+        }
+        self.check_shutdown_done();
+    }
+
+    fn on_worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Message { pid, message } => self.on_message(pid, message),
+            WorkerEvent::Exited { pid, status } => self.on_exit(pid, status),
+        }
+    }
+
+    fn on_message(&mut self, pid: u32, message: ToMaster) {
+        match message {
+            ToMaster::Ready => self.on_ready(pid),
+            ToMaster::LoadFailed { error } => self.on_load_failed(pid, &error),
+            ToMaster::Reload => self.request_reload("the app called reload()"),
+            ToMaster::Diagnosed => {
+                if matches!(
+                    self.workers.get(pid).map(|w| &w.state),
+                    Some(WorkerState::Expired { .. })
+                ) {
+                    self.kill(pid, "--worker-reload-mercy expired");
+                }
+            }
+        }
+    }
+
+    fn on_ready(&mut self, pid: u32) {
+        let Some(worker) = self.workers.get_mut(pid) else {
+            return;
+        };
+        if !matches!(worker.state, WorkerState::Starting { .. }) {
+            return;
+        }
+        worker.state = WorkerState::Ready;
+        let (id, generation) = (worker.id, worker.generation);
+        info!(
+            event = "ready",
+            worker.id = id,
+            worker.pid = pid,
+            generation,
+            "worker {id} ready"
+        );
+
+        match self.phase {
+            Phase::Starting => {
+                if self.workers.ready_count(generation) == self.config.processes as usize {
+                    info!(
+                        workers = self.config.processes,
+                        generation, "all workers ready"
+                    );
+                    self.phase = Phase::Serving;
+                    self.after_reload_or_start();
+                }
+            }
+            Phase::Reloading {
+                generation: new,
+                committed: false,
+            } if generation == new => {
+                let ready = self.workers.ready_count(new);
+                info!(
+                    event = "reload_progress",
+                    generation = new,
+                    ready,
+                    total = self.config.processes,
+                    "reload: {ready} of {} new workers ready",
+                    self.config.processes
+                );
+                if ready == self.config.processes as usize {
+                    self.commit_reload(new);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The whole new generation is ready: it takes the slots and every
+    /// older worker retires.
+    fn commit_reload(&mut self, generation: u64) {
+        self.phase = Phase::Reloading {
+            generation,
+            committed: true,
+        };
+        let previous = self.generation;
+        self.generation = generation;
+        self.respawns.clear();
+        for pid in self.workers.older_than(generation) {
+            self.retire(pid, RetireMode::Reload);
+        }
+        info!(
+            generation,
+            draining = self.workers.older_than(generation).len(),
+            "reload: generation {generation} serves; generation {previous} is draining"
+        );
+        self.check_reload_done();
+    }
+
+    fn on_load_failed(&mut self, pid: u32, error: &str) {
+        let Some(worker) = self.workers.get_mut(pid) else {
+            return;
+        };
+        worker.load_failed = true;
+        let (id, generation) = (worker.id, worker.generation);
+        self.fail_loading_worker(pid, id, generation, error);
+    }
+
+    /// A worker that was loading the app will never be ready.
+    fn fail_loading_worker(&mut self, pid: u32, id: u32, generation: u64, error: &str) {
+        match self.phase {
+            Phase::Starting => {
+                error!(
+                    event = "start_failed",
+                    worker.id = id,
+                    worker.pid = pid,
+                    generation,
+                    error,
+                    "the app could not be loaded at start: {error}"
+                );
+                self.outcome_after_kill_all(Outcome::AppLoadFailed);
+            }
+            Phase::Reloading {
+                generation: new,
+                committed: false,
+            } if generation == new => {
+                error!(
+                    event = "reload_failed",
+                    worker.id = id,
+                    worker.pid = pid,
+                    generation,
+                    error,
+                    "reload failed, generation {} keeps serving: {error}",
+                    self.generation
+                );
+                for pid in self.workers.of_generation(new) {
+                    self.stop_unneeded(pid);
+                }
+                self.phase = Phase::Serving;
+                self.after_reload_or_start();
+            }
+            _ => {
+                error!(
+                    worker.id = id,
+                    worker.pid = pid,
+                    generation,
+                    error,
+                    "a respawned worker could not load the app: {error}"
+                );
+            }
+        }
+    }
+
+    /// Retires a worker that is ready, kills one that is still loading.
+    fn stop_unneeded(&mut self, pid: u32) {
+        match self.workers.get(pid).map(|w| &w.state) {
+            Some(WorkerState::Starting { .. }) => {
+                self.kill(pid, "its generation failed to load")
+            }
+            Some(WorkerState::Ready) => self.retire(pid, RetireMode::Reload),
+            _ => {}
+        }
+    }
+
+    fn on_exit(&mut self, pid: u32, status: ExitStatus) {
+        let Some(worker) = self.workers.remove(pid) else {
+            return;
+        };
+        let Worker {
+            id,
+            generation,
+            started_at,
+            state,
+            load_failed,
+            ..
+        } = worker;
+        match state {
+            WorkerState::Retiring { .. } | WorkerState::Expired { .. } => {
+                info!(
+                    event = "retired",
+                    worker.id = id,
+                    worker.pid = pid,
+                    generation,
+                    status = %describe(status),
+                    "worker {id} retired"
+                );
+            }
+            WorkerState::Killed => {}
+            WorkerState::Starting { .. } => {
+                if !load_failed {
+                    let error = format!(
+                        "the worker exited before it was ready ({})",
+                        describe(status)
+                    );
+                    self.fail_loading_worker(pid, id, generation, &error);
+                }
+            }
+            WorkerState::Ready => {
+                warn!(
+                    event = "died",
+                    worker.id = id,
+                    worker.pid = pid,
+                    generation,
+                    status = %describe(status),
+                    "worker {id} died unexpectedly ({})",
+                    describe(status)
+                );
+            }
+        }
+        self.refill_slot(id, generation, started_at);
+        self.check_shutdown_done();
+        self.check_reload_done();
+    }
+
+    /// After a worker of the serving generation (or an older one) is gone,
+    /// its slot gets a new worker unless one already fills it.
+    fn refill_slot(&mut self, id: u32, generation: u64, started_at: Instant) {
+        let serving = matches!(self.phase, Phase::Serving | Phase::Reloading { .. });
+        let already_pending = self.respawns.iter().any(|(slot, _)| *slot == id);
+        if serving
+            && generation <= self.generation
+            && id <= self.config.processes
+            && !already_pending
+            && !self.workers.slot_filled(id, self.generation)
+        {
+            self.schedule_respawn(id, started_at);
+        }
+    }
+
+    fn schedule_respawn(&mut self, id: u32, started_at: Instant) {
+        let slot = id as usize;
+        if slot >= self.quick_deaths.len() {
+            return;
+        }
+        let delay = if started_at.elapsed() < QUICK_DEATH {
+            self.quick_deaths[slot] += 1;
+            let doublings = self.quick_deaths[slot].saturating_sub(1).min(5);
+            (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_BACKOFF)
+        } else {
+            self.quick_deaths[slot] = 0;
+            Duration::ZERO
+        };
+        if !delay.is_zero() {
+            info!(
+                worker.id = id,
+                delay_s = delay.as_secs(),
+                "worker {id} died soon after it started: respawning in {}s",
+                delay.as_secs()
+            );
+        }
+        self.respawns.push((id, Instant::now() + delay));
+    }
+
+    fn check_reload_done(&mut self) {
+        let Phase::Reloading {
+            generation,
+            committed: true,
+        } = self.phase
+        else {
+            return;
+        };
+        if !self.workers.older_than(generation).is_empty() {
+            return;
+        }
+        info!(
+            event = "reload_done",
+            generation,
+            workers = self.workers.len(),
+            "reload done: generation {generation} serves"
+        );
+        self.phase = Phase::Serving;
+        self.after_reload_or_start();
+    }
+
+    fn after_reload_or_start(&mut self) {
+        if std::mem::take(&mut self.reload_pending) {
+            self.start_reload("a reload requested while another ran");
+        }
+    }
+
+    fn check_shutdown_done(&mut self) {
+        if matches!(self.phase, Phase::ShuttingDown { .. }) && self.workers.len() == 0 {
+            info!(
+                event = "shutdown_done",
+                killed = self.killed_count,
+                "shutdown done"
+            );
+            self.outcome = Some(Outcome::Stopped);
+        }
+    }
+
+    fn outcome_after_kill_all(&mut self, outcome: Outcome) {
+        for pid in self.workers.pids() {
+            self.kill(pid, "the instance is ending");
+        }
+        self.outcome = Some(outcome);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for pid in self.workers.pids() {
+            let Some(worker) = self.workers.get(pid) else {
+                continue;
+            };
+            match worker.state {
+                WorkerState::Starting { since }
+                    if now.duration_since(since) > self.config.spawn_timeout =>
+                {
+                    let (id, generation) = (worker.id, worker.generation);
+                    let error = format!(
+                        "not ready within --spawn-timeout ({}s)",
+                        self.config.spawn_timeout.as_secs()
+                    );
+                    self.kill(pid, &error);
+                    self.fail_loading_worker(pid, id, generation, &error);
+                }
+                WorkerState::Retiring {
+                    deadline,
+                    diagnose,
+                } if now >= deadline => {
+                    if diagnose {
+                        self.expire(pid);
+                    } else {
+                        self.kill(pid, "fast shutdown");
+                    }
+                }
+                WorkerState::Expired { kill_at } if now >= kill_at => {
+                    self.kill(pid, "--worker-reload-mercy expired (no diagnostic in time)");
+                }
+                _ => {}
+            }
+        }
+
+        let due: Vec<u32> = self
+            .respawns
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        self.respawns.retain(|(_, at)| *at > now);
+        for id in due {
+            if !matches!(self.phase, Phase::ShuttingDown { .. }) {
+                self.spawn(id, self.generation, true);
+            }
+        }
+    }
+
+    /// The mercy deadline passed: ask for the diagnostic; the kill follows
+    /// when it is written or after a short grace.
+    fn expire(&mut self, pid: u32) {
+        let Some(worker) = self.workers.get_mut(pid) else {
+            return;
+        };
+        worker.state = WorkerState::Expired {
+            kill_at: Instant::now() + DIAGNOSTIC_GRACE,
+        };
+        warn!(
+            worker.id = worker.id,
+            worker.pid = pid,
+            generation = worker.generation,
+            mercy_s = self.config.reload_mercy.as_secs(),
+            "worker {} is still retiring after --worker-reload-mercy ({}s): asking what it waits for",
+            worker.id,
+            self.config.reload_mercy.as_secs()
+        );
+        worker.send(&ToWorker::Expired);
+    }
+
+    fn retire(&mut self, pid: u32, mode: RetireMode) {
+        let Some(worker) = self.workers.get_mut(pid) else {
+            return;
+        };
+        let now = Instant::now();
+        let (deadline, diagnose) = match mode {
+            RetireMode::Fast => (now + FAST_SHUTDOWN_GRACE, false),
+            _ => (now + self.config.reload_mercy, true),
+        };
+        if let WorkerState::Retiring {
+            deadline: current, ..
+        } = worker.state
+        {
+            if mode != RetireMode::Fast || current <= deadline {
+                return;
+            }
+        }
+        if matches!(worker.state, WorkerState::Expired { .. } | WorkerState::Killed) {
+            return;
+        }
+        worker.state = WorkerState::Retiring { deadline, diagnose };
+        info!(
+            event = "retiring",
+            worker.id = worker.id,
+            worker.pid = pid,
+            generation = worker.generation,
+            mode = ?mode,
+            "worker {} retiring",
+            worker.id
+        );
+        worker.send(&ToWorker::Retire { mode });
+    }
+
+    fn kill(&mut self, pid: u32, reason: &str) {
+        let Some(worker) = self.workers.get_mut(pid) else {
+            return;
+        };
+        if matches!(worker.state, WorkerState::Killed) {
+            return;
+        }
+        let raw_pid = nix::unistd::Pid::from_raw(pid as i32);
+        if let Err(errno) = nix::sys::signal::kill(raw_pid, nix::sys::signal::Signal::SIGKILL) {
+            warn!(worker.pid = pid, %errno, "could not kill worker");
+        }
+        worker.state = WorkerState::Killed;
+        self.killed_count += 1;
+        warn!(
+            event = "killed",
+            worker.id = worker.id,
+            worker.pid = pid,
+            generation = worker.generation,
+            reason,
+            "worker {} killed: {reason}",
+            worker.id
+        );
+    }
+
+    /// Starts the worker for slot `id` in `generation`.
+    fn spawn(&mut self, id: u32, generation: u64, respawn: bool) {
+        let spec = WorkerSpec {
+            id,
+            generation,
+            master_pid: std::process::id(),
+            listeners: self.listeners.len(),
+        };
+        let spawned = match spawn::spawn_worker(&spec, &self.listeners) {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                error!(worker.id = id, generation, %error, "could not start a worker process");
+                self.respawns
+                    .push((id, Instant::now() + Duration::from_secs(1)));
+                return;
+            }
+        };
+        let mut child = spawned.child;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let control = tokio::net::UnixStream::from_std({
+            spawned
+                .control
+                .set_nonblocking(true)
+                .expect("a fresh socket can be made non-blocking");
+            spawned.control
+        })
+        .expect("the control socket registers with the runtime");
+        let (reader, writer) = control.into_split();
+
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<ToMaster>(&line) {
+                    Ok(message) => {
+                        if events.send(WorkerEvent::Message { pid, message }).is_err() {
+                            break;
+                        }
+                    }
+                    Err(error) => warn!(worker.pid = pid, %error, "bad control message: {line:?}"),
+                }
+            }
+        });
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => {
+                    let _ = events.send(WorkerEvent::Exited { pid, status });
+                }
+                Err(error) => error!(worker.pid = pid, %error, "cannot wait for worker"),
+            }
+        });
+
+        info!(
+            event = if respawn { "respawned" } else { "spawned" },
+            worker.id = id,
+            worker.pid = pid,
+            generation,
+            "worker {id} {} (pid {pid})",
+            if respawn { "respawned" } else { "spawned" }
+        );
+        self.workers.insert(Worker {
+            id,
+            pid,
+            generation,
+            started_at: Instant::now(),
+            state: WorkerState::Starting {
+                since: Instant::now(),
+            },
+            load_failed: false,
+            control: writer,
+        });
+    }
+}
+
+/// A worker's exit status in words.
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(signal) => format!("killed by {signal}"),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        _ => "unknown status".to_owned(),
+    }
+}

@@ -1,0 +1,81 @@
+//! Binding the listening sockets, once, for the life of the instance.
+
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::config::ListenAddress;
+
+/// A socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}")]
+pub struct BindError {
+    pub address: ListenAddress,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A bound, listening socket the master keeps and its workers inherit.
+#[derive(Debug)]
+pub struct Listener {
+    pub address: ListenAddress,
+    pub fd: OwnedFd,
+}
+
+/// Binds every address with the given listen queue size.
+pub fn bind_all(addresses: &[ListenAddress], backlog: u32) -> Result<Vec<Listener>, BindError> {
+    addresses
+        .iter()
+        .map(|address| {
+            bind(address, backlog)
+                .map(|fd| Listener {
+                    address: address.clone(),
+                    fd,
+                })
+                .map_err(|source| BindError {
+                    address: address.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+fn bind(address: &ListenAddress, backlog: u32) -> std::io::Result<OwnedFd> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    match address {
+        ListenAddress::Tcp(addr) => {
+            let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(true)?;
+            }
+            socket.bind(&SockAddr::from(*addr))?;
+            socket.listen(backlog)?;
+            Ok(TcpListener::from(socket).into())
+        }
+        ListenAddress::Unix(path) => {
+            remove_stale_socket(path)?;
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            socket.bind(&SockAddr::unix(path)?)?;
+            socket.listen(backlog)?;
+            Ok(UnixListener::from(OwnedFd::from(socket)).into())
+        }
+    }
+}
+
+/// A socket file left by an instance that is gone is removed; one that
+/// still accepts connections belongs to a running instance and is kept, so
+/// the bind fails with "address in use".
+fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if metadata.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_err()
+    {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The master's table of worker processes.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tokio::net::unix::OwnedWriteHalf;
+use tracing::warn;
+
+use crate::control::{encode, ToWorker};
+
+/// Where a worker is in its life, as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Started, importing the app; not serving yet.
+    Starting { since: Instant },
+    /// Serving.
+    Ready,
+    /// Told to retire; killed at `deadline` (after a diagnostic if
+    /// `diagnose`).
+    Retiring { deadline: Instant, diagnose: bool },
+    /// Its mercy ran out; it is writing its diagnostic, then killed.
+    Expired { kill_at: Instant },
+    /// SIGKILL sent; waiting for the exit.
+    Killed,
+}
+
+/// One worker process.
+#[derive(Debug)]
+pub struct Worker {
+    pub id: u32,
+    pub pid: u32,
+    pub generation: u64,
+    pub started_at: Instant,
+    pub state: WorkerState,
+    /// The worker reported that it could not load the app.
+    pub load_failed: bool,
+    pub control: OwnedWriteHalf,
+}
+
+impl Worker {
+    /// Sends a control message. Messages are a few bytes on a socket that
+    /// the worker drains all the time, so a write that would block means
+    /// the worker is gone or wedged; the deadlines handle both.
+    pub fn send(&self, message: &ToWorker) {
+        let line = encode(message);
+        match self.control.try_write(&line) {
+            Ok(written) if written == line.len() => {}
+            Ok(_) => warn!(worker.pid = self.pid, "control message cut short"),
+            Err(error) => warn!(worker.pid = self.pid, %error, "cannot reach worker"),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, WorkerState::Killed)
+    }
+}
+
+/// Every worker process the master has started and not yet reaped, by pid.
+#[derive(Debug, Default)]
+pub struct Workers {
+    by_pid: BTreeMap<u32, Worker>,
+}
+
+impl Workers {
+    pub fn insert(&mut self, worker: Worker) {
+        self.by_pid.insert(worker.pid, worker);
+    }
+
+    pub fn remove(&mut self, pid: u32) -> Option<Worker> {
+        self.by_pid.remove(&pid)
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Worker> {
+        self.by_pid.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Worker> {
+        self.by_pid.get_mut(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.by_pid.keys().copied().collect()
+    }
+
+    pub fn ready_count(&self, generation: u64) -> usize {
+        self.by_pid
+            .values()
+            .filter(|w| w.generation == generation && w.state == WorkerState::Ready)
+            .count()
+    }
+
+    pub fn of_generation(&self, generation: u64) -> Vec<u32> {
+        self.pids_where(|w| w.generation == generation)
+    }
+
+    pub fn older_than(&self, generation: u64) -> Vec<u32> {
+        self.pids_where(|w| w.generation < generation)
+    }
+
+    /// Whether slot `id` has a live worker of `generation` or newer.
+    pub fn slot_filled(&self, id: u32, generation: u64) -> bool {
+        self.by_pid
+            .values()
+            .any(|w| w.id == id && w.generation >= generation && w.is_live())
+    }
+
+    fn pids_where(&self, keep: impl Fn(&Worker) -> bool) -> Vec<u32> {
+        self.by_pid
+            .values()
+            .filter(|w| keep(w))
+            .map(|w| w.pid)
+            .collect()
+    }
+}

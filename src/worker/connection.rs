@@ -1,0 +1,606 @@
+//! One HTTP/1.1 client connection: read a request head, hand the request to
+//! a Python thread, write the response it sends back, repeat while the
+//! connection is kept alive. Framing and the limits are mercy's own; the
+//! head is parsed by `protocol::http`.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::context::WorkerContext;
+use crate::control::RetireMode;
+use crate::protocol::chunked::{Chunk, ChunkedDecoder};
+use crate::protocol::http::{parse_head, BodyFraming, RequestError, RequestHead};
+use crate::wsgi::{BodyError, Endpoints, Event, Request, RequestBody, ResponseHead};
+
+/// Unread request body bytes a connection reads and discards after the
+/// response, to reach the next request; beyond this it is closed instead.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+/// Events a Python thread may queue ahead of a slow client.
+const EVENT_QUEUE: usize = 16;
+
+/// Why reading a request head stopped.
+enum HeadOutcome {
+    Request(RequestHead),
+    /// The client closed, stayed idle too long, or the worker is going.
+    Closed,
+    Rejected(RequestError),
+}
+
+/// Serves requests on one connection until it closes.
+pub async fn serve<S>(
+    mut stream: S,
+    endpoints: Endpoints,
+    context: Arc<WorkerContext>,
+    jobs: flume::Sender<Request>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buffer = BytesMut::with_capacity(8 * 1024);
+    let mut first = true;
+    loop {
+        let head = match read_head(&mut stream, &mut buffer, &context, first).await {
+            HeadOutcome::Request(head) => head,
+            HeadOutcome::Closed => return,
+            HeadOutcome::Rejected(error) => {
+                reject(&mut stream, &error, &endpoints).await;
+                return;
+            }
+        };
+        first = false;
+        let keep_alive = match exchange(&mut stream, &mut buffer, head, &endpoints, &context, &jobs).await {
+            Ok(keep_alive) => keep_alive,
+            Err(error) => {
+                debug!(%error, "connection ended");
+                false
+            }
+        };
+        if !keep_alive {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Reads until a whole request head is buffered. Waiting for the first
+/// byte of a follow-up request is the keep-alive idle time; once a request
+/// has begun, each read must make progress within `--socket-timeout`.
+async fn read_head<S>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    context: &WorkerContext,
+    first: bool,
+) -> HeadOutcome
+where
+    S: AsyncRead + Unpin,
+{
+    let config = &context.config;
+    let mut retire = context.watch_retire();
+    loop {
+        if !buffer.is_empty() {
+            match parse_head(buffer, &config.limits) {
+                Ok(Some((head, consumed))) => {
+                    buffer.advance(consumed);
+                    return HeadOutcome::Request(head);
+                }
+                Ok(None) => {}
+                Err(error) => return HeadOutcome::Rejected(error),
+            }
+        }
+        let idle = buffer.is_empty();
+        let wait = if idle && !first {
+            config.keep_alive
+        } else {
+            config.socket_timeout
+        };
+        let read = tokio::time::timeout(wait, stream.read_buf(buffer));
+        let result = if idle {
+            tokio::select! {
+                result = read => result,
+                () = fast_retirement(&mut retire) => return HeadOutcome::Closed,
+            }
+        } else {
+            read.await
+        };
+        match result {
+            Ok(Ok(0)) | Err(_) => {
+                if !idle {
+                    debug!("the client closed or stalled inside a request head");
+                }
+                return HeadOutcome::Closed;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                debug!(%error, "read failed");
+                return HeadOutcome::Closed;
+            }
+        }
+    }
+}
+
+/// Resolves once the worker retires fast: idle connections close at once.
+async fn fast_retirement(retire: &mut tokio::sync::watch::Receiver<Option<RetireMode>>) {
+    let _ = retire.wait_for(|mode| *mode == Some(RetireMode::Fast)).await;
+}
+
+/// Answers a request that cannot be served, and logs why.
+async fn reject<S>(stream: &mut S, error: &RequestError, endpoints: &Endpoints)
+where
+    S: AsyncWrite + Unpin,
+{
+    let status = error.status();
+    warn!(
+        event = "bad_request",
+        status,
+        client = ?endpoints.remote,
+        "refused a request: {}",
+        error.reason()
+    );
+    let reason = reason_phrase(status);
+    let body = format!("{status} {reason}: {}\n", error.reason());
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+/// One request and its response. Returns whether the connection may carry
+/// another request.
+async fn exchange<S>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    head: RequestHead,
+    endpoints: &Endpoints,
+    context: &WorkerContext,
+    jobs: &flume::Sender<Request>,
+) -> std::io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let config = &context.config;
+    let mut body = BodyReader::new(&head.framing);
+    let request_body = match head.framing {
+        BodyFraming::Empty => RequestBody::Empty,
+        BodyFraming::Length(0) => RequestBody::Empty,
+        BodyFraming::Length(length)
+            if length <= config.post_buffering as u64 && !head.expect_continue =>
+        {
+            let whole = body
+                .read_to_end(stream, buffer, config.socket_timeout)
+                .await
+                .map_err(|e| std::io::Error::other(e.0))?;
+            RequestBody::Buffered(whole)
+        }
+        _ => RequestBody::Streamed,
+    };
+
+    let exchange = Exchange {
+        method_is_head: &*head.method == "HEAD",
+        minor_version: head.minor_version,
+        client_keep_alive: head.keep_alive,
+        expect_continue: head.expect_continue && head.minor_version >= 1,
+    };
+    let request_id = context.begin_request(&head.method, &head.path);
+    let method = head.method.clone();
+    let path = config.request_log.then(|| String::from_utf8_lossy(&head.path).into_owned());
+
+    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let request = Request {
+        head,
+        body: request_body,
+        endpoints: endpoints.clone(),
+        events: events_tx,
+    };
+    if jobs.send_async(request).await.is_err() {
+        context.end_request(request_id);
+        return Ok(false);
+    }
+    let outcome = respond(stream, buffer, &mut body, events, &exchange, context).await;
+    context.end_request(request_id);
+
+    let (status, sent, mut keep_alive) = match &outcome {
+        Ok(done) => (done.status, done.body_bytes, done.keep_alive),
+        Err(_) => (0, 0, false),
+    };
+    if let Some(path) = path {
+        info!(
+            event = "request",
+            method = %method,
+            path = %path,
+            status,
+            size = sent,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            worker.id = context.spec.id,
+            "{method} {path} {status} {sent}"
+        );
+    }
+    outcome?;
+
+    // The next request starts after this one's body: read what the app
+    // left unread, within a bound, or close.
+    if keep_alive && !body.is_done() {
+        keep_alive = body
+            .drain(stream, buffer, DRAIN_LIMIT, config.socket_timeout)
+            .await;
+    }
+    Ok(keep_alive)
+}
+
+/// What the connection knows about a request when it writes the response.
+struct Exchange {
+    method_is_head: bool,
+    minor_version: u8,
+    client_keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// A response that was written.
+struct Done {
+    status: u16,
+    body_bytes: u64,
+    keep_alive: bool,
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body may follow (HEAD, 1xx, 204, 304).
+    None,
+    Length { remaining: u64 },
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 without a length).
+    Close,
+}
+
+/// Writes the response as the Python thread produces it, and serves its
+/// reads of the request body.
+async fn respond<S>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    body: &mut BodyReader,
+    mut events: mpsc::Receiver<Event>,
+    exchange: &Exchange,
+    context: &WorkerContext,
+) -> std::io::Result<Done>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = context.config.socket_timeout;
+    let mut continue_sent = false;
+    let mut framing = Framing::None;
+    let mut done = Done {
+        status: 0,
+        body_bytes: 0,
+        keep_alive: false,
+    };
+    let mut out = BytesMut::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::ReadBody { max, reply } => {
+                if exchange.expect_continue && !continue_sent && !body.is_done() {
+                    stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                    continue_sent = true;
+                }
+                let result = body.read(stream, buffer, max, timeout).await;
+                if result.is_err() {
+                    done.keep_alive = false;
+                }
+                let _ = reply.send(result);
+            }
+            Event::Head { head, body: first, end } => {
+                done.status = head.status;
+                done.keep_alive = exchange.client_keep_alive && !head.close && !context.is_retiring();
+                if exchange.expect_continue && !continue_sent && !body.is_done() {
+                    // The app answered without reading the body: the client
+                    // may still send it, so the connection cannot be reused.
+                    done.keep_alive = false;
+                }
+                let whole_length = end.then_some(first.len() as u64);
+                framing = encode_head(&mut out, &head, exchange, whole_length, &mut done.keep_alive);
+                write_body(&mut out, &mut framing, &first, &mut done);
+                if end {
+                    finish_body(&mut out, framing, &mut done);
+                }
+                stream.write_all(&out).await?;
+                out.clear();
+                if end {
+                    return Ok(done);
+                }
+            }
+            Event::Body(bytes) => {
+                write_body(&mut out, &mut framing, &bytes, &mut done);
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+            Event::End => {
+                finish_body(&mut out, framing, &mut done);
+                stream.write_all(&out).await?;
+                return Ok(done);
+            }
+            Event::Abort => {
+                done.keep_alive = false;
+                return Ok(done);
+            }
+        }
+    }
+    // The Python side went away without ending the response.
+    done.keep_alive = false;
+    Ok(done)
+}
+
+/// Writes the status line and headers, choosing the body framing.
+fn encode_head(
+    out: &mut BytesMut,
+    head: &ResponseHead,
+    exchange: &Exchange,
+    whole_length: Option<u64>,
+    keep_alive: &mut bool,
+) -> Framing {
+    let bodiless = exchange.method_is_head
+        || head.status < 200
+        || head.status == 204
+        || head.status == 304;
+    let mut framing = match (head.content_length, whole_length) {
+        _ if bodiless => Framing::None,
+        (Some(length), _) => Framing::Length { remaining: length },
+        (None, Some(length)) => Framing::Length { remaining: length },
+        (None, None) if exchange.minor_version >= 1 => Framing::Chunked,
+        (None, None) => Framing::Close,
+    };
+    if framing == Framing::Close {
+        *keep_alive = false;
+    }
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&head.status_line);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length { remaining } if head.content_length.is_none() => {
+            let _ = write!(BytesWriter(out), "Content-Length: {remaining}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    if exchange.method_is_head {
+        // HEAD keeps the app's Content-Length but sends no body bytes.
+        framing = Framing::None;
+    }
+    if !*keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if exchange.minor_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// Appends body bytes in the chosen framing. Bytes beyond the app's
+/// Content-Length are dropped and the connection is closed afterwards.
+fn write_body(out: &mut BytesMut, framing: &mut Framing, bytes: &[u8], done: &mut Done) {
+    if bytes.is_empty() {
+        return;
+    }
+    match framing {
+        Framing::None => {}
+        Framing::Length { remaining } => {
+            let allowed = (*remaining).min(bytes.len() as u64) as usize;
+            if allowed < bytes.len() {
+                warn!(
+                    extra = bytes.len() - allowed,
+                    "the app sent more body bytes than its Content-Length; the rest is dropped"
+                );
+                done.keep_alive = false;
+            }
+            out.extend_from_slice(&bytes[..allowed]);
+            *remaining -= allowed as u64;
+            done.body_bytes += allowed as u64;
+        }
+        Framing::Chunked => {
+            let _ = write!(BytesWriter(out), "{:x}\r\n", bytes.len());
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(b"\r\n");
+            done.body_bytes += bytes.len() as u64;
+        }
+        Framing::Close => {
+            out.extend_from_slice(bytes);
+            done.body_bytes += bytes.len() as u64;
+        }
+    }
+}
+
+fn finish_body(out: &mut BytesMut, framing: Framing, done: &mut Done) {
+    match framing {
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        Framing::Length { remaining } if remaining > 0 => {
+            warn!(
+                missing = remaining,
+                "the app's response is shorter than its Content-Length; closing the connection"
+            );
+            done.keep_alive = false;
+        }
+        _ => {}
+    }
+}
+
+/// `write!` into a BytesMut.
+struct BytesWriter<'a>(&'a mut BytesMut);
+
+impl std::io::Write for BytesWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The request body as it arrives on the connection, decoded.
+enum BodyReader {
+    Done,
+    Length { remaining: u64 },
+    Chunked(Box<ChunkedDecoder>),
+    /// The body was malformed; the connection cannot be reused.
+    Broken,
+}
+
+impl BodyReader {
+    fn new(framing: &BodyFraming) -> Self {
+        match framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => Self::Done,
+            BodyFraming::Length(length) => Self::Length { remaining: *length },
+            BodyFraming::Chunked => Self::Chunked(Box::new(ChunkedDecoder::new())),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, Self::Done)
+    }
+
+    /// Reads up to about `max` body bytes (a chunk may give more); empty at
+    /// the end of the body.
+    async fn read<S>(
+        &mut self,
+        stream: &mut S,
+        buffer: &mut BytesMut,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, BodyError>
+    where
+        S: AsyncRead + Unpin,
+    {
+        loop {
+            match self {
+                Self::Done => return Ok(Bytes::new()),
+                Self::Broken => return Err(BodyError("the request body is malformed".into())),
+                Self::Length { remaining } => {
+                    if buffer.is_empty() {
+                        fill(stream, buffer, timeout).await?;
+                    }
+                    let take = (*remaining).min(buffer.len() as u64).min(max as u64) as usize;
+                    *remaining -= take as u64;
+                    let bytes = buffer.split_to(take).freeze();
+                    if *remaining == 0 {
+                        *self = Self::Done;
+                    }
+                    return Ok(bytes);
+                }
+                Self::Chunked(decoder) => match decoder.decode(buffer) {
+                    Ok((consumed, Chunk::Data(data))) => {
+                        let bytes = Bytes::copy_from_slice(data);
+                        buffer.advance(consumed);
+                        if !bytes.is_empty() {
+                            return Ok(bytes);
+                        }
+                    }
+                    Ok((consumed, Chunk::End)) => {
+                        buffer.advance(consumed);
+                        *self = Self::Done;
+                    }
+                    Ok((consumed, Chunk::NeedMore)) => {
+                        buffer.advance(consumed);
+                        fill(stream, buffer, timeout).await?;
+                    }
+                    Err(error) => {
+                        *self = Self::Broken;
+                        return Err(BodyError(format!(
+                            "malformed chunked request body: {}",
+                            error.reason()
+                        )));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads the whole body into memory (used for small, known lengths).
+    async fn read_to_end<S>(
+        &mut self,
+        stream: &mut S,
+        buffer: &mut BytesMut,
+        timeout: Duration,
+    ) -> Result<Bytes, BodyError>
+    where
+        S: AsyncRead + Unpin,
+    {
+        let mut whole = BytesMut::new();
+        loop {
+            let bytes = self.read(stream, buffer, usize::MAX, timeout).await?;
+            if bytes.is_empty() {
+                return Ok(whole.freeze());
+            }
+            if whole.is_empty() && self.is_done() {
+                return Ok(bytes);
+            }
+            whole.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Discards up to `limit` unread body bytes; true if the body ended.
+    async fn drain<S>(
+        &mut self,
+        stream: &mut S,
+        buffer: &mut BytesMut,
+        limit: u64,
+        timeout: Duration,
+    ) -> bool
+    where
+        S: AsyncRead + Unpin,
+    {
+        let mut discarded = 0u64;
+        while discarded <= limit {
+            match self.read(stream, buffer, 64 * 1024, timeout).await {
+                Ok(bytes) if bytes.is_empty() => return true,
+                Ok(bytes) => discarded += bytes.len() as u64,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Reads more bytes into the buffer, within the socket timeout.
+async fn fill<S>(stream: &mut S, buffer: &mut BytesMut, timeout: Duration) -> Result<(), BodyError>
+where
+    S: AsyncRead + Unpin,
+{
+    buffer.reserve(16 * 1024);
+    match tokio::time::timeout(timeout, stream.read_buf(buffer)).await {
+        Ok(Ok(0)) => Err(BodyError("the client closed the connection before the body ended".into())),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(BodyError(format!("reading the body failed: {error}"))),
+        Err(_) => Err(BodyError(format!(
+            "the client sent no body bytes for {}s (--socket-timeout)",
+            timeout.as_secs()
+        ))),
+    }
+}

@@ -1,0 +1,169 @@
+//! The embedded CPython: initialised once per worker, without its own signal
+//! handlers, with the home of the interpreter mercy was built against.
+
+use std::ffi::{CStr, CString};
+use std::mem::MaybeUninit;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyModule};
+
+use crate::config::{AppSource, Config, EMBEDDED_PYTHON_EXECUTABLE, EMBEDDED_PYTHON_HOME};
+use crate::wsgi;
+
+const MERCY_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/__init__.py"), "\0"));
+const WORKER_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_worker.py"), "\0"));
+
+/// Makes a `&CStr` of embedded Python source at compile time.
+const fn embedded(source: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(source.as_bytes()) {
+        Ok(text) => text,
+        Err(_) => panic!("embedded Python source has a NUL byte inside"),
+    }
+}
+
+/// The interpreter could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the embedded Python ({home}): {message}")]
+pub struct InitError {
+    home: &'static str,
+    message: String,
+}
+
+/// Starts CPython and leaves the GIL released. Python installs no signal
+/// handlers: the worker's signals are Rust's.
+pub fn initialize() -> Result<(), InitError> {
+    let fail = |message: String| InitError {
+        home: EMBEDDED_PYTHON_HOME,
+        message,
+    };
+    let home = CString::new(EMBEDDED_PYTHON_HOME).map_err(|e| fail(e.to_string()))?;
+    // SAFETY: the PyConfig API is used as documented: initialised by
+    // PyConfig_InitPythonConfig before any field is read or written, strings
+    // set through PyConfig_SetBytesString, cleared after use. Python is not
+    // running yet, so nothing else touches it. PyEval_SaveThread releases
+    // the GIL the initialising thread holds afterwards.
+    unsafe {
+        let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let mut config = config.assume_init();
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        config.buffered_stdio = 0;
+        let home_field = &raw mut config.home;
+        let status = ffi::PyConfig_SetBytesString(&mut config, home_field, home.as_ptr());
+        if ffi::PyStatus_Exception(status) != 0 {
+            ffi::PyConfig_Clear(&mut config);
+            return Err(fail(status_message(&status)));
+        }
+        let status = ffi::Py_InitializeFromConfig(&config);
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            return Err(fail(status_message(&status)));
+        }
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}
+
+fn status_message(status: &ffi::PyStatus) -> String {
+    if status.err_msg.is_null() {
+        return "unknown error".to_owned();
+    }
+    // SAFETY: a non-null err_msg of a PyStatus is a static NUL-terminated
+    // C string.
+    unsafe { CStr::from_ptr(status.err_msg) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The app failed to load: a one-line reason and the full traceback.
+#[derive(Debug)]
+pub struct LoadError {
+    pub reason: String,
+    pub traceback: String,
+}
+
+/// mercy's own Python modules, registered in `sys.modules` before the app is
+/// imported so that they take precedence over same-named packages.
+pub struct PythonSide {
+    pub worker: Py<PyModule>,
+}
+
+/// Registers `_mercy`, `mercy` and mercy's worker module.
+pub fn register_modules(py: Python<'_>) -> PyResult<PythonSide> {
+    let modules = py.import("sys")?.getattr("modules")?;
+    let native = wsgi::native_module(py)?;
+    modules.set_item("_mercy", &native)?;
+    let mercy = PyModule::from_code(py, MERCY_MODULE, c"mercy/__init__.py", c"mercy")?;
+    modules.set_item("mercy", &mercy)?;
+    let worker = PyModule::from_code(py, WORKER_MODULE, c"mercy/_worker.py", c"mercy._worker")?;
+    modules.set_item("mercy._worker", &worker)?;
+    Ok(PythonSide {
+        worker: worker.unbind(),
+    })
+}
+
+/// Prepares `sys.path` and imports the app, returning its WSGI callable.
+pub fn load_app(py: Python<'_>, side: &PythonSide, config: &Config) -> Result<Py<PyAny>, LoadError> {
+    let worker = side.worker.bind(py);
+    let result = (|| -> PyResult<Py<PyAny>> {
+        let virtualenv = config
+            .virtualenv
+            .as_ref()
+            .map(|path| path.to_string_lossy().into_owned());
+        let pythonpath: Vec<String> = config
+            .pythonpath
+            .iter()
+            .map(|path| path.to_string_lossy().into_owned())
+            .collect();
+        worker.call_method1(
+            "prepare",
+            (virtualenv, PyList::new(py, pythonpath)?, EMBEDDED_PYTHON_EXECUTABLE),
+        )?;
+        let app = match &config.app {
+            AppSource::File(path) => worker.call_method1(
+                "load_file",
+                (path.to_string_lossy().into_owned(), &config.callable),
+            )?,
+            AppSource::Module(spec) => {
+                worker.call_method1("load_module", (spec, &config.callable))?
+            }
+        };
+        Ok(app.unbind())
+    })();
+    result.map_err(|error| describe(py, worker, &error))
+}
+
+/// Turns a Python exception into a one-line reason and a traceback.
+pub fn describe(py: Python<'_>, worker: &Bound<'_, PyModule>, error: &PyErr) -> LoadError {
+    let value = error.value(py);
+    let reason = worker
+        .call_method1("describe_error", (value,))
+        .and_then(|text| text.extract::<String>())
+        .unwrap_or_else(|_| error.to_string());
+    let traceback = worker
+        .call_method1("format_error", (value,))
+        .and_then(|text| text.extract::<String>())
+        .unwrap_or_default();
+    LoadError { reason, traceback }
+}
+
+/// Calls a function of mercy's worker module with no arguments.
+pub fn call_worker<'py>(
+    py: Python<'py>,
+    side: &PythonSide,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    side.worker.bind(py).call_method0(name)
+}
+
+/// Keyword-less call with positional arguments.
+pub fn call_worker1<'py>(
+    py: Python<'py>,
+    side: &PythonSide,
+    name: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    side.worker.bind(py).call_method1(name, args)
+}

@@ -1,0 +1,261 @@
+//! A worker process: embeds CPython, imports the app, serves requests on
+//! the inherited sockets, and retires in the order of DESIGN.md section 3
+//! when the master says so (or when the master is gone).
+
+mod connection;
+mod context;
+mod interpreter;
+mod server;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use tracing::{debug, error, info};
+
+use crate::config::Config;
+use crate::control::{RetireMode, ToMaster, ToWorker, WorkerSpec};
+use crate::wsgi;
+pub use context::{context, Step, WorkerContext};
+use interpreter::PythonSide;
+use server::Server;
+
+/// Exit status of a worker whose app could not be loaded.
+const EXIT_LOAD_FAILED: u8 = 3;
+
+/// Runs this process as worker `spec.id`.
+pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
+    ignore_terminal_signals();
+    // SAFETY: the master placed the worker's end of the control channel on
+    // this descriptor before exec; nothing else owns it.
+    let control = unsafe { UnixStream::from_raw_fd(spec.control_fd()) };
+    let reader = control
+        .try_clone()
+        .expect("a socket descriptor can be duplicated");
+    let (jobs_tx, jobs_rx) = flume::unbounded();
+    let context = WorkerContext::install(spec, config, jobs_rx, control);
+
+    let side = match start_app(context) {
+        Ok(side) => side,
+        Err(load) => {
+            error!(
+                event = "app_load_failed",
+                worker.id = context.spec.id,
+                worker.pid = std::process::id(),
+                generation = context.spec.generation,
+                error = %load.reason,
+                traceback = %load.traceback,
+                "the app could not be loaded: {}\n{}",
+                load.reason,
+                load.traceback
+            );
+            context.send_master(&ToMaster::LoadFailed { error: load.reason });
+            return ExitCode::from(EXIT_LOAD_FAILED);
+        }
+    };
+
+    let request_threads = match start_request_threads(&side, context) {
+        Ok(threads) => threads,
+        Err(message) => {
+            context.send_master(&ToMaster::LoadFailed { error: message });
+            return ExitCode::from(EXIT_LOAD_FAILED);
+        }
+    };
+    let mut server = match Server::start(context, jobs_tx) {
+        Ok(server) => server,
+        Err(error) => {
+            let message = format!("cannot serve on the inherited sockets: {error}");
+            context.send_master(&ToMaster::LoadFailed { error: message });
+            return ExitCode::from(EXIT_LOAD_FAILED);
+        }
+    };
+    context.send_master(&ToMaster::Ready);
+    debug!(worker.id = context.spec.id, "worker serving");
+
+    std::thread::Builder::new()
+        .name("mercy-control".into())
+        .spawn(move || follow_master(reader))
+        .expect("the control thread starts");
+
+    let mut retire = context.watch_retire();
+    let mode = server
+        .runtime
+        .block_on(async { *retire.wait_for(Option::is_some).await.expect("the sender lives in the context") })
+        .expect("wait_for returns a set mode");
+    retire_worker(context, &side, &mut server, request_threads, mode)
+}
+
+/// Workers obey the master only: a Ctrl-C or terminal hang-up reaches the
+/// whole process group, and only the master acts on it.
+fn ignore_terminal_signals() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: installing SIG_IGN runs no handler code, so no
+        // async-signal-safety rule applies; it happens before any thread
+        // is started.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+}
+
+/// Applies `--chdir` and `--env`, starts Python and imports the app.
+fn start_app(context: &WorkerContext) -> Result<PythonSide, interpreter::LoadError> {
+    let config = &context.config;
+    let fail = |reason: String| interpreter::LoadError {
+        reason,
+        traceback: String::new(),
+    };
+    for (key, value) in &config.env {
+        // SAFETY: no other thread runs yet, so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var(key, value) };
+    }
+    if let Some(dir) = &config.chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| fail(format!("cannot change to {} (--chdir): {e}", dir.display())))?;
+    }
+    interpreter::initialize().map_err(|e| fail(e.to_string()))?;
+
+    Python::attach(|py| {
+        let side = interpreter::register_modules(py).map_err(|error| {
+            fail(format!("cannot register mercy's Python modules: {error}"))
+        })?;
+        let app = interpreter::load_app(py, &side, config)?;
+        let file_wrapper = side
+            .worker
+            .bind(py)
+            .getattr("FileWrapper")
+            .map_err(|error| fail(error.to_string()))?
+            .unbind();
+        wsgi::install_app(py, app, file_wrapper, config.threads, config.processes)
+            .map_err(|error| fail(error.to_string()))?;
+        let _ = context.python.set(side.worker.clone_ref(py));
+        Ok(side)
+    })
+}
+
+fn start_request_threads(side: &PythonSide, context: &WorkerContext) -> Result<Py<PyAny>, String> {
+    Python::attach(|py| {
+        interpreter::call_worker1(py, side, "start_request_threads", (context.config.threads,))
+            .map(Bound::unbind)
+            .map_err(|error| format!("cannot start the request threads: {error}"))
+    })
+}
+
+/// Reads the master's messages. A closed channel means the master is gone:
+/// the worker retires on its own.
+fn follow_master(reader: UnixStream) {
+    let context = context();
+    for line in BufReader::new(reader).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<ToWorker>(&line) {
+            Ok(ToWorker::Retire { mode }) => context.retire(mode),
+            Ok(ToWorker::Expired) => {
+                write_diagnostic(context);
+                context.send_master(&ToMaster::Diagnosed);
+            }
+            Err(error) => error!(%error, "bad message from the master: {line:?}"),
+        }
+    }
+    if !context.is_retiring() {
+        info!(
+            worker.id = context.spec.id,
+            "the master is gone: retiring"
+        );
+    }
+    context.retire(RetireMode::Shutdown);
+}
+
+/// The mercy deadline passed: say which step the worker is in, what is
+/// unfinished, and where every thread is.
+fn write_diagnostic(context: &WorkerContext) {
+    let step = context.step();
+    let requests = context.describe_in_flight();
+    let threads = Python::attach(|py| {
+        context
+            .python
+            .get()
+            .map(|module| module.bind(py).call_method0("thread_stacks"))
+            .and_then(Result::ok)
+            .and_then(|text| text.extract::<String>().ok())
+            .unwrap_or_else(|| "(the thread stacks could not be read)".to_owned())
+    });
+    error!(
+        event = "mercy_expired",
+        worker.id = context.spec.id,
+        worker.pid = std::process::id(),
+        generation = context.spec.generation,
+        step = step.describe(),
+        requests = %requests,
+        threads = %threads,
+        "worker {} did not finish retiring within --worker-reload-mercy ({}s); \
+         it is in step {}\nunfinished requests:\n{requests}\nlive threads:\n{threads}",
+        context.spec.id,
+        context.config.reload_mercy.as_secs(),
+        step.describe()
+    );
+}
+
+/// Retirement, in order (DESIGN.md section 3). Every step may be cut short
+/// by the master's kill when `--worker-reload-mercy` runs out.
+fn retire_worker(
+    context: &Arc<WorkerContext>,
+    side: &PythonSide,
+    server: &mut Server,
+    request_threads: Py<PyAny>,
+    mode: RetireMode,
+) -> ExitCode {
+    debug!(worker.id = context.spec.id, ?mode, "retiring");
+
+    context.set_step(Step::StopAccepting);
+    server.wait_accept_loops_done();
+
+    context.set_step(Step::FinishRequests);
+    server.wait_connections_closed(context);
+    // Every connection is closed, so every sender of the request queue is
+    // gone and the request threads leave their loops.
+    let steps = Python::attach(|py| -> PyResult<()> {
+        interpreter::call_worker1(py, side, "wait_request_threads", (request_threads,))?;
+        context.set_step(Step::TrackedWork);
+        interpreter::call_worker(py, side, "wait_tracked_work")?;
+        context.set_step(Step::ShutdownHooks);
+        interpreter::call_worker(py, side, "run_shutdown_hooks")?;
+        if context.retire_mode() != Some(RetireMode::Fast) {
+            context.set_step(Step::NonDaemonThreads);
+            interpreter::call_worker(py, side, "wait_non_daemon_threads")?;
+        }
+        let left = interpreter::call_worker(py, side, "daemon_threads")?;
+        debug!(threads = %left, "daemon threads left behind");
+        Ok(())
+    });
+    if let Err(error) = steps {
+        error!(%error, "a retirement step failed");
+    }
+
+    context.set_step(Step::Exit);
+    exit_now()
+}
+
+/// Leaves without Py_Finalize: Rust threads may still run, and everything
+/// Python had to do at exit was done above.
+fn exit_now() -> ExitCode {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; nothing after it runs and no
+    // Rust destructor is relied upon.
+    unsafe { libc::_exit(0) }
+}

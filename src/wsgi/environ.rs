@@ -1,0 +1,130 @@
+//! The PEP 3333 environ: native strings decoded as latin-1, so request
+//! bytes round-trip exactly.
+
+use std::os::raw::c_char;
+
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use super::Request;
+use crate::protocol::http::percent_decode;
+
+/// Values that are the same in every environ of a worker.
+pub struct Constants {
+    pub version: Py<PyTuple>,
+    pub errors: Py<PyAny>,
+    pub file_wrapper: Py<PyAny>,
+    pub multithread: bool,
+    pub multiprocess: bool,
+}
+
+pub static CONSTANTS: PyOnceLock<Constants> = PyOnceLock::new();
+
+/// A Python str with the same code points as the latin-1 bytes.
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let length = isize::try_from(bytes.len()).expect("a request field fits in isize");
+    // SAFETY: the pointer and length describe a live byte slice; latin-1
+    // decoding cannot fail on any byte and returns a new reference (or NULL
+    // with an exception set, which from_owned_ptr_or_err turns into Err).
+    unsafe {
+        let raw = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast::<c_char>(),
+            length,
+            std::ptr::null(),
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, raw)?.cast_into_unchecked())
+    }
+}
+
+/// Builds the environ for one request, with `input` as `wsgi.input`.
+pub fn build<'py>(
+    py: Python<'py>,
+    request: &Request,
+    input: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let constants = CONSTANTS
+        .get(py)
+        .expect("the environ constants are set before requests are served");
+    let head = &request.head;
+    let environ = PyDict::new(py);
+
+    environ.set_item(intern!(py, "REQUEST_METHOD"), &*head.method)?;
+    environ.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
+    environ.set_item(intern!(py, "PATH_INFO"), latin1(py, &percent_decode(&head.path))?)?;
+    environ.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query)?)?;
+    environ.set_item(intern!(py, "RAW_URI"), latin1(py, &head.target)?)?;
+    let protocol = if head.minor_version == 0 {
+        intern!(py, "HTTP/1.0")
+    } else {
+        intern!(py, "HTTP/1.1")
+    };
+    environ.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    let endpoints = &request.endpoints;
+    environ.set_item(intern!(py, "SERVER_NAME"), &endpoints.server_name)?;
+    environ.set_item(intern!(py, "SERVER_PORT"), &endpoints.server_port)?;
+    match endpoints.remote {
+        Some(remote) => {
+            environ.set_item(intern!(py, "REMOTE_ADDR"), remote.ip().to_string())?;
+            environ.set_item(intern!(py, "REMOTE_PORT"), remote.port().to_string())?;
+        }
+        None => environ.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?,
+    }
+
+    for header in &head.headers {
+        let key = environ_key(&header.name);
+        let key = PyString::new(py, &key);
+        let value = latin1(py, &header.value)?;
+        match environ.get_item(&key)? {
+            Some(previous) => {
+                let joined = format!("{},{}", previous, value);
+                environ.set_item(key, joined)?;
+            }
+            None => environ.set_item(key, value)?,
+        }
+    }
+
+    environ.set_item(intern!(py, "wsgi.version"), constants.version.bind(py))?;
+    environ.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
+    environ.set_item(intern!(py, "wsgi.input"), input)?;
+    environ.set_item(intern!(py, "wsgi.errors"), constants.errors.bind(py))?;
+    environ.set_item(intern!(py, "wsgi.multithread"), constants.multithread)?;
+    environ.set_item(intern!(py, "wsgi.multiprocess"), constants.multiprocess)?;
+    environ.set_item(intern!(py, "wsgi.run_once"), false)?;
+    environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    environ.set_item(
+        intern!(py, "wsgi.file_wrapper"),
+        constants.file_wrapper.bind(py),
+    )?;
+    Ok(environ)
+}
+
+/// `Content-Type` -> `CONTENT_TYPE`, `X-Foo` -> `HTTP_X_FOO`.
+fn environ_key(name: &[u8]) -> String {
+    let upper = |b: &u8| match b {
+        b'-' => '_',
+        _ => char::from(b.to_ascii_uppercase()),
+    };
+    if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-length")
+    {
+        return name.iter().map(upper).collect();
+    }
+    let mut key = String::with_capacity(name.len() + 5);
+    key.push_str("HTTP_");
+    key.extend(name.iter().map(upper));
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::environ_key;
+
+    #[test]
+    fn header_names_become_environ_keys() {
+        assert_eq!(environ_key(b"Content-Type"), "CONTENT_TYPE");
+        assert_eq!(environ_key(b"content-length"), "CONTENT_LENGTH");
+        assert_eq!(environ_key(b"X-Forwarded-For"), "HTTP_X_FORWARDED_FOR");
+    }
+}

@@ -1,0 +1,96 @@
+//! The WSGI bridge: how a request parsed by Rust reaches the app on a
+//! Python thread, and how the app's response travels back.
+//!
+//! The connection task (Rust, no GIL) sends a [`Request`] to a Python
+//! thread. That thread builds the environ, calls the app and sends
+//! [`Event`]s back over a bounded channel; reading `wsgi.input` is a
+//! request to the connection task on the same channel, so the connection
+//! task handles the socket alone and in order.
+
+mod environ;
+mod input;
+mod native;
+mod response;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::http::RequestHead;
+
+pub use native::{install_app, native_module, APP};
+
+/// The request body as the app will read it.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// Read whole before the app was called (small bodies, see
+    /// `--post-buffering`).
+    Buffered(Bytes),
+    /// Read on demand from the connection with [`Event::ReadBody`].
+    Streamed,
+}
+
+/// Where the connection came from and arrived at.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub remote: Option<SocketAddr>,
+    pub server_name: String,
+    pub server_port: String,
+}
+
+/// One request handed to a Python thread.
+#[derive(Debug)]
+pub struct Request {
+    pub head: RequestHead,
+    pub body: RequestBody,
+    pub endpoints: Endpoints,
+    pub events: mpsc::Sender<Event>,
+}
+
+/// A response header as bytes: name and value, validated.
+pub type HeaderPair = (Box<[u8]>, Box<[u8]>);
+
+/// The status and headers of a response, with the framing the app asked for.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// The whole status as the app gave it: `200 OK`.
+    pub status_line: Box<[u8]>,
+    /// Headers to send, without hop-by-hop ones.
+    pub headers: Vec<HeaderPair>,
+    /// The app's Content-Length, if it set one.
+    pub content_length: Option<u64>,
+    /// The app asked for the connection to be closed.
+    pub close: bool,
+}
+
+/// What a Python thread tells the connection task.
+#[derive(Debug)]
+pub enum Event {
+    /// The response starts, with its first body bytes; `end` when the whole
+    /// response is in `body`.
+    Head {
+        head: ResponseHead,
+        body: Bytes,
+        end: bool,
+    },
+    /// More body bytes.
+    Body(Bytes),
+    /// The response is complete.
+    End,
+    /// The app failed after the response started: close the connection.
+    Abort,
+    /// The app reads the request body: at most `max` bytes, empty at its end.
+    ReadBody {
+        max: usize,
+        reply: oneshot::Sender<Result<Bytes, BodyError>>,
+    },
+}
+
+/// The request body could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);

@@ -1,0 +1,208 @@
+//! `_mercy`, the native module behind `import mercy`, and the loop each
+//! request thread runs: take a request, call the app, send the response.
+
+use std::io::Write as _;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyModule, PyTuple};
+use tracing::error;
+
+use super::environ::{self, Constants, CONSTANTS};
+use super::input::Input;
+use super::response::{send_result, Response, StartResponse, Write};
+use super::{Request, RequestBody};
+use crate::worker;
+
+/// The app's WSGI callable, set once the app is imported.
+pub static APP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Builds the `_mercy` module.
+pub fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    let module = PyModule::new(py, "_mercy")?;
+    module.add_function(wrap_pyfunction!(worker_id, &module)?)?;
+    module.add_function(wrap_pyfunction!(generation, &module)?)?;
+    module.add_function(wrap_pyfunction!(master_pid, &module)?)?;
+    module.add_function(wrap_pyfunction!(is_shutting_down, &module)?)?;
+    module.add_function(wrap_pyfunction!(request_reload, &module)?)?;
+    module.add_function(wrap_pyfunction!(serve, &module)?)?;
+    module.add_function(wrap_pyfunction!(log_exception, &module)?)?;
+    module.add_class::<Errors>()?;
+    module.add_class::<StartResponse>()?;
+    module.add_class::<Write>()?;
+    module.add_class::<Input>()?;
+    Ok(module)
+}
+
+/// Stores the app and the environ's per-worker constants.
+pub fn install_app(
+    py: Python<'_>,
+    app: Py<PyAny>,
+    file_wrapper: Py<PyAny>,
+    threads: u32,
+    processes: u32,
+) -> PyResult<()> {
+    let constants = Constants {
+        version: PyTuple::new(py, [1, 0])?.unbind(),
+        errors: Bound::new(py, Errors)?.into_any().unbind(),
+        file_wrapper,
+        multithread: threads > 1,
+        multiprocess: processes > 1,
+    };
+    let _ = CONSTANTS.set(py, constants);
+    let _ = APP.set(py, app);
+    Ok(())
+}
+
+#[pyfunction]
+fn worker_id() -> u32 {
+    worker::context().spec.id
+}
+
+#[pyfunction]
+fn generation() -> u64 {
+    worker::context().spec.generation
+}
+
+#[pyfunction]
+fn master_pid() -> u32 {
+    worker::context().spec.master_pid
+}
+
+#[pyfunction]
+fn is_shutting_down() -> bool {
+    worker::context().is_retiring()
+}
+
+#[pyfunction]
+fn request_reload() {
+    worker::context().request_reload();
+}
+
+/// Logs the exception being handled, with its traceback.
+#[pyfunction]
+fn log_exception(py: Python<'_>, message: &str) {
+    let traceback = py
+        .import("traceback")
+        .and_then(|module| module.call_method0("format_exc"))
+        .and_then(|text| text.extract::<String>())
+        .unwrap_or_default();
+    let context = worker::context();
+    error!(
+        event = "app_error",
+        worker.id = context.spec.id,
+        worker.pid = std::process::id(),
+        generation = context.spec.generation,
+        traceback = %traceback,
+        "{message}\n{traceback}"
+    );
+}
+
+/// The loop of one request thread. Returns when the worker stops taking
+/// requests (the queue closes during retirement).
+#[pyfunction]
+fn serve(py: Python<'_>) -> PyResult<()> {
+    let jobs = worker::context().jobs.clone();
+    let app = APP
+        .get(py)
+        .expect("the app is installed before request threads start")
+        .clone_ref(py);
+    while let Ok(request) = py.detach(|| jobs.recv()) {
+        handle(py, app.bind(py), request);
+    }
+    Ok(())
+}
+
+fn handle(py: Python<'_>, app: &Bound<'_, PyAny>, request: Request) {
+    let response = Response::new(request.events.clone());
+    let outcome = call_app(py, app, &request, &response);
+    if let Err(error) = outcome {
+        log_app_error(py, &error, &request);
+        response.fail(py);
+    }
+    response.finish(py);
+}
+
+fn call_app(
+    py: Python<'_>,
+    app: &Bound<'_, PyAny>,
+    request: &Request,
+    response: &std::sync::Arc<Response>,
+) -> PyResult<()> {
+    let input = match &request.body {
+        RequestBody::Empty => Input::empty(),
+        RequestBody::Buffered(body) => Input::buffered(body.clone()),
+        RequestBody::Streamed => Input::streamed(request.events.clone()),
+    };
+    let input = Bound::new(py, input)?.into_any();
+    let environ = environ::build(py, request, input)?;
+    let start_response = Bound::new(
+        py,
+        StartResponse {
+            response: response.clone(),
+        },
+    )?;
+    let result = app.call1((environ, start_response))?;
+    let sent = send_result(py, response, &result);
+    // PEP 3333: close() is called exactly once, whatever happened above.
+    let closed = close_iterable(&result);
+    sent.and(closed)
+}
+
+fn close_iterable(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = result.py();
+    if result.hasattr(pyo3::intern!(py, "close"))? {
+        result.call_method0(pyo3::intern!(py, "close"))?;
+    }
+    Ok(())
+}
+
+fn log_app_error(py: Python<'_>, error: &PyErr, request: &Request) {
+    let traceback = py
+        .import("traceback")
+        .and_then(|module| {
+            module.call_method1(
+                "format_exception",
+                (error.get_type(py), error.value(py), error.traceback(py)),
+            )
+        })
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| lines.concat())
+        .unwrap_or_else(|_| error.to_string());
+    let context = worker::context();
+    let path = String::from_utf8_lossy(&request.head.path);
+    error!(
+        event = "app_error",
+        worker.id = context.spec.id,
+        worker.pid = std::process::id(),
+        generation = context.spec.generation,
+        method = %request.head.method,
+        path = %path,
+        traceback = %traceback,
+        "the app raised an exception on {} {path}\n{traceback}",
+        request.head.method
+    );
+}
+
+/// `wsgi.errors`: text written here goes to the log as it is.
+#[pyclass(frozen, module = "mercy")]
+pub struct Errors;
+
+#[pymethods]
+impl Errors {
+    fn write(&self, text: &str) -> usize {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+        text.len()
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(line?.extract::<&str>()?);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}

@@ -1,0 +1,441 @@
+"""Helpers for mercy's integration tests: start the real binary, read its
+JSON log, talk HTTP to it, and always clean up its processes.
+
+The binary is $MERCY_BIN, or target/release/mercy in this checkout
+(`bash scripts/setup.sh` builds it). Every instance runs with `--log-json`
+in its own process group, its standard output and error going to a file
+that the tests read as a sequence of events.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+APPS = REPO / "tests" / "apps"
+EXAMPLES = REPO / "examples"
+
+# Generous: a 2-core machine may be busy building while tests run.
+START_TIMEOUT = 60.0
+EVENT_TIMEOUT = 60.0
+EXIT_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 30.0
+POLL_INTERVAL = 0.05
+
+# Keyword arguments cannot contain dots; these name the dotted log fields.
+FIELD_ALIASES = {"worker_id": "worker.id", "worker_pid": "worker.pid"}
+
+
+def mercy_bin() -> Path:
+    path = Path(os.environ.get("MERCY_BIN", REPO / "target" / "release" / "mercy"))
+    if not path.is_absolute():
+        path = REPO / path
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"no mercy binary at {path}: run `bash scripts/setup.sh` first")
+    return path
+
+
+def venv_python() -> Path:
+    """The project's virtualenv python (what mercy was built against)."""
+    path = REPO / ".venv" / "bin" / "python"
+    return path if path.exists() else Path(sys.executable)
+
+
+def venv_dir() -> Path | None:
+    """The virtualenv whose packages (Flask, pymongo) the apps import."""
+    directory = venv_python().parent.parent
+    return directory if (directory / "pyvenv.cfg").exists() else None
+
+
+@functools.lru_cache(maxsize=None)
+def python_facts() -> dict:
+    """Version and libpython location of the virtualenv's base interpreter."""
+    script = (
+        "import json, sys, sysconfig;"
+        "print(json.dumps({'version': '%d.%d' % sys.version_info[:2],"
+        " 'full_version': '%d.%d.%d' % sys.version_info[:3],"
+        " 'libdir': sysconfig.get_config_var('LIBDIR'),"
+        " 'prefix': sys.base_prefix,"
+        " 'soname': sysconfig.get_config_var('INSTSONAME')}))"
+    )
+    output = subprocess.run(
+        [str(venv_python()), "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pid_running(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            stat = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Polls predicate until it returns a true value, which is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(POLL_INTERVAL)
+
+
+def wait_for_file(path: Path, timeout: float = EVENT_TIMEOUT) -> Path:
+    wait_until(path.exists, timeout, f"file {path}")
+    return path
+
+
+def _flatten(record: dict) -> dict:
+    """Puts nested fields at top level with dotted names ({"worker": {"id": 1}}
+    becomes {"worker.id": 1}); fields under "fields" move to top level too."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        else:
+            flat[prefix] = value
+
+    for key, value in record.items():
+        if key == "fields" and isinstance(value, dict):
+            for inner_key, inner in value.items():
+                walk(inner_key, inner)
+        else:
+            walk(key, value)
+    return flat
+
+
+def _matches(record: dict, filters: dict) -> bool:
+    for key, expected in filters.items():
+        key = FIELD_ALIASES.get(key, key)
+        if key not in record:
+            return False
+        value = record[key]
+        if value != expected and str(value) != str(expected):
+            return False
+    return True
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+class Mercy:
+    """One running mercy instance and its log."""
+
+    def __init__(self, workdir: Path, args: list, env: dict | None = None,
+                 http: bool = True, virtualenv: bool = True):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "mercy.log"
+        self.port = free_port() if http else None
+        self.args = [str(arg) for arg in args]
+        self.env = dict(os.environ, **(env or {}))
+        self.proc: subprocess.Popen | None = None
+        self._records: list[dict] = []
+        self._read_offset = 0
+        self._partial = b""
+
+        command = [str(mercy_bin())]
+        if http:
+            command += ["--http", f"127.0.0.1:{self.port}"]
+        command += self.args
+        has_venv = any(arg in ("--virtualenv", "--home") for arg in self.args)
+        if virtualenv and not has_venv and venv_dir() is not None:
+            command += ["--virtualenv", str(venv_dir())]
+        command.append("--log-json")
+        self.command = command
+
+    # --- process ------------------------------------------------------------
+
+    def start(self, ready: int | None = None) -> "Mercy":
+        """Starts mercy; waits for `ready` workers (default: --processes)."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        if ready is None:
+            ready = self.expected_workers()
+        if ready:
+            self.wait_event("ready", count=ready, timeout=START_TIMEOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def expected_workers(self) -> int:
+        for flag in ("--processes", "--workers"):
+            if flag in self.args:
+                return int(self.args[self.args.index(flag) + 1])
+        return 1
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig: int):
+        """Signals the master process only."""
+        os.kill(self.proc.pid, sig)
+
+    def signal_group(self, sig: int):
+        """Signals the whole process group, as a terminal does on Ctrl-C."""
+        os.killpg(os.getpgid(self.proc.pid), sig)
+
+    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"mercy did not exit within {timeout:g}s\n{self.tail()}"
+            ) from None
+
+    def child_pids(self) -> set[int]:
+        """Processes whose parent is the master, as `ps --ppid` lists them."""
+        output = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+            capture_output=True, text=True,
+        ).stdout
+        return {int(pid) for pid in output.split()}
+
+    def stop(self):
+        """Ends the instance whatever state it is in, and everything it started:
+        fast shutdown, then SIGKILL to the process group and to any worker
+        pid from the log that still runs the mercy binary."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.send_signal(signal.SIGINT)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in self.logged_pids():
+            if pid_running(pid) and self._runs_mercy(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _runs_mercy(self, pid: int) -> bool:
+        try:
+            return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(mercy_bin())
+        except OSError:
+            return False
+
+    # --- log ------------------------------------------------------------------
+
+    def records(self) -> list[dict]:
+        """Every JSON log line so far, in order, fields flattened; lines that
+        are not JSON objects are skipped."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._read_offset)
+            data = log.read()
+        self._read_offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            line = line.strip()
+            if not line.startswith(b"{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                self._records.append(_flatten(record))
+        return self._records
+
+    def events(self, name: str | None = None, **filters) -> list[dict]:
+        """Log records with event == name (any event if None) whose fields
+        equal the filters; worker_id and worker_pid mean worker.id/.pid."""
+        return [
+            record for record in self.records()
+            if (name is None or record.get("event") == name) and _matches(record, filters)
+        ]
+
+    def event_index(self, record: dict) -> int:
+        """Position of a record in the log, to compare the order of events."""
+        return next(i for i, r in enumerate(self.records()) if r is record)
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = EVENT_TIMEOUT,
+                   **filters) -> list[dict]:
+        """Waits until at least `count` matching events are logged; returns
+        all matching events. Fails early if mercy exits without them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(name, **filters)
+            if len(found) >= count:
+                return found
+            exited = not self.running()
+            if exited or time.monotonic() > deadline:
+                found = self.events(name, **filters)
+                if len(found) >= count:
+                    return found
+                reason = "mercy exited" if exited else f"timed out after {timeout:g}s"
+                raise AssertionError(
+                    f"{reason} waiting for {count} '{name}' event(s) {filters}, "
+                    f"found {len(found)}\n{self.tail()}"
+                )
+            time.sleep(POLL_INTERVAL)
+
+    def assert_no_events(self, *names: str):
+        for name in names:
+            found = self.events(name)
+            assert found == [], f"unexpected '{name}' events: {found}\n{self.tail()}"
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 60) -> str:
+        kept = self.text().splitlines()[-lines:]
+        return f"--- last {len(kept)} lines of {self.log_path} ---\n" + "\n".join(kept)
+
+    def logged_pids(self) -> set[int]:
+        pids = set()
+        for record in self.records():
+            try:
+                pids.add(int(record["worker.pid"]))
+            except (KeyError, TypeError, ValueError):
+                pass
+        return pids
+
+    # --- workers ----------------------------------------------------------------
+
+    def worker_pids(self) -> dict[int, int]:
+        """worker id -> pid of the generation now serving.
+
+        That is the newest generation (by the `generation` field of `ready`
+        events) that still has a running worker not told to retire; within
+        it, the latest `ready` event of each worker id (respawns replace
+        pids). A failed reload's generation has no such worker, so the old
+        generation is returned."""
+        records = self.records()
+        leaving = {
+            int(r["worker.pid"]) for r in records
+            if r.get("event") in ("retiring", "retired", "killed") and "worker.pid" in r
+        }
+        by_generation: dict = {}
+        for record in records:
+            if record.get("event") == "ready":
+                by_generation.setdefault(record.get("generation"), []).append(record)
+
+        def order(generation):
+            return (generation is not None, generation if generation is not None else 0)
+
+        for generation in sorted(by_generation, key=order, reverse=True):
+            workers = {}
+            for record in by_generation[generation]:
+                workers[int(record["worker.id"])] = int(record["worker.pid"])
+            serving = {
+                worker_id: pid for worker_id, pid in workers.items()
+                if pid not in leaving and pid_running(pid)
+            }
+            if serving:
+                return serving
+        return {}
+
+    # --- HTTP ---------------------------------------------------------------------
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout: float = REQUEST_TIMEOUT) -> Response:
+        """One request on a new connection."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Response(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    def get(self, path: str, **kwargs) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post_json(self, path: str, document, **kwargs) -> Response:
+        body = json.dumps(document).encode()
+        headers = {"Content-Type": "application/json"}
+        return self.request("POST", path, body=body, headers=headers, **kwargs)
+
+    def connect(self, timeout: float = REQUEST_TIMEOUT) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def raw(self, data: bytes, timeout: float = REQUEST_TIMEOUT) -> bytes:
+        """Sends raw bytes, then reads until the server closes the connection."""
+        with self.connect(timeout) as sock:
+            sock.sendall(data)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest.fixture
+def mercy(tmp_path):
+    """Starts mercy instances: mercy(*args, ready=None, env=None, http=True,
+    virtualenv=True). All are stopped, with their process groups killed,
+    when the test ends; the log tail is printed (shown if the test failed)."""
+    instances: list[Mercy] = []
+
+    def start(*args, ready=None, env=None, http=True, virtualenv=True):
+        workdir = tmp_path / f"mercy-{len(instances)}"
+        instance = Mercy(workdir, list(args), env=env, http=http, virtualenv=virtualenv)
+        instances.append(instance)
+        return instance.start(ready=ready)
+
+    yield start
+
+    for instance in instances:
+        instance.stop()
+        if instance.log_path.exists():
+            print(instance.tail(200))
