@@ -5,7 +5,26 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::EnvFilter;
+
+/// Fields that carry long, multi-line text (tracebacks, stacks). Readable
+/// lines show that text in the message instead, so they skip the field.
+const LONG_FIELDS: [&str; 3] = ["traceback", "threads", "requests"];
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Long text for a readable line's message: on a line of its own after the
+/// message in readable logs, nothing in JSON logs (where it is a field).
+pub fn inline(detail: &str) -> String {
+    if JSON.load(Ordering::Relaxed) || detail.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", detail.trim_end())
+    }
+}
 
 /// The environment variable that overrides the log filter (`debug`, ...).
 pub const FILTER_ENV: &str = "MERCY_LOG";
@@ -17,6 +36,7 @@ pub fn init(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    JSON.store(json, Ordering::Relaxed);
     if json {
         builder
             .json()
@@ -24,7 +44,17 @@ pub fn init(json: bool) {
             .with_current_span(false)
             .init();
     } else {
-        builder.with_ansi(false).init();
+        let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+            if LONG_FIELDS.contains(&field.name()) {
+                Ok(())
+            } else if field.name() == "message" {
+                write!(writer, "{value:?}")
+            } else {
+                write!(writer, "{field}={value:?}")
+            }
+        })
+        .delimited(" ");
+        builder.with_ansi(false).fmt_fields(fields).init();
     }
 }
 

@@ -521,7 +521,10 @@ impl Master {
 
     fn outcome_after_kill_all(&mut self, outcome: Outcome) {
         for pid in self.workers.pids() {
-            self.kill(pid, "the instance is ending");
+            let exiting = self.workers.get(pid).is_some_and(|w| w.load_failed);
+            if !exiting {
+                self.kill(pid, "the instance is ending");
+            }
         }
         self.outcome = Some(outcome);
     }

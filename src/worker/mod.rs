@@ -48,9 +48,9 @@ pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
                 generation = context.spec.generation,
                 error = %load.reason,
                 traceback = %load.traceback,
-                "the app could not be loaded: {}\n{}",
+                "the app could not be loaded: {}{}",
                 load.reason,
-                load.traceback
+                crate::logging::inline(&load.traceback)
             );
             context.send_master(&ToMaster::LoadFailed { error: load.reason });
             return ExitCode::from(EXIT_LOAD_FAILED);
@@ -202,10 +202,12 @@ fn write_diagnostic(context: &WorkerContext) {
         requests = %requests,
         threads = %threads,
         "worker {} did not finish retiring within --worker-reload-mercy ({}s); \
-         it is in step {}\nunfinished requests:\n{requests}\nlive threads:\n{threads}",
+         it is in step {}{}{}",
         context.spec.id,
         context.config.reload_mercy.as_secs(),
-        step.describe()
+        step.describe(),
+        crate::logging::inline(&format!("unfinished requests:\n{requests}")),
+        crate::logging::inline(&format!("live threads:\n{threads}")),
     );
 }
 

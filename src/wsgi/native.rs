@@ -94,7 +94,8 @@ fn log_exception(py: Python<'_>, message: &str) {
         worker.pid = std::process::id(),
         generation = context.spec.generation,
         traceback = %traceback,
-        "{message}\n{traceback}"
+        "{message}{}",
+        crate::logging::inline(&traceback)
     );
 }
 
@@ -179,8 +180,9 @@ fn log_app_error(py: Python<'_>, error: &PyErr, request: &Request) {
         method = %request.head.method,
         path = %path,
         traceback = %traceback,
-        "the app raised an exception on {} {path}\n{traceback}",
-        request.head.method
+        "the app raised an exception on {} {path}{}",
+        request.head.method,
+        crate::logging::inline(&traceback)
     );
 }
 
