@@ -21,8 +21,6 @@ use crate::wsgi::{BodyError, Endpoints, Event, Request, RequestBody, ResponseHea
 /// Unread request body bytes a connection reads and discards after the
 /// response, to reach the next request; beyond this it is closed instead.
 const DRAIN_LIMIT: u64 = 1024 * 1024;
-/// Events a Python thread may queue ahead of a slow client.
-const EVENT_QUEUE: usize = 16;
 
 /// Why reading a request head stopped.
 enum HeadOutcome {
@@ -206,7 +204,7 @@ where
     let method = head.method.clone();
     let path = config.request_log.then(|| String::from_utf8_lossy(&head.path).into_owned());
 
-    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let (events_tx, events) = mpsc::unbounded_channel();
     let request = Request {
         head,
         body: request_body,
@@ -217,6 +215,7 @@ where
         context.end_request(request_id);
         return Ok(false);
     }
+    crate::wsgi::wake_hub();
     let outcome = respond(stream, buffer, &mut body, events, &exchange, context).await;
     context.end_request(request_id);
 
@@ -280,7 +279,7 @@ async fn respond<S>(
     stream: &mut S,
     buffer: &mut BytesMut,
     body: &mut BodyReader,
-    mut events: mpsc::Receiver<Event>,
+    mut events: mpsc::UnboundedReceiver<Event>,
     exchange: &Exchange,
     context: &WorkerContext,
 ) -> std::io::Result<Done>
@@ -339,6 +338,7 @@ where
                 stream.write_all(&out).await?;
                 return Ok(done);
             }
+            Event::Flush(reply) => reply.send(()),
             Event::Abort => {
                 done.keep_alive = false;
                 return Ok(done);

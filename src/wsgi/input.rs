@@ -7,8 +7,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::wait::reply_channel;
 use super::Event;
 
 /// How much is asked of the connection at once when the app reads "all" or
@@ -24,7 +25,7 @@ struct InputState {
     buffer: BytesMut,
     eof: bool,
     /// Where more bytes come from; None when the whole body is buffered.
-    source: Option<mpsc::Sender<Event>>,
+    source: Option<mpsc::UnboundedSender<Event>>,
 }
 
 impl Input {
@@ -32,7 +33,7 @@ impl Input {
         Self::with(BytesMut::from(&body[..]), true, None)
     }
 
-    pub fn streamed(source: mpsc::Sender<Event>) -> Self {
+    pub fn streamed(source: mpsc::UnboundedSender<Event>) -> Self {
         Self::with(BytesMut::new(), false, Some(source))
     }
 
@@ -40,7 +41,7 @@ impl Input {
         Self::with(BytesMut::new(), true, None)
     }
 
-    fn with(buffer: BytesMut, eof: bool, source: Option<mpsc::Sender<Event>>) -> Self {
+    fn with(buffer: BytesMut, eof: bool, source: Option<mpsc::UnboundedSender<Event>>) -> Self {
         Self {
             state: Mutex::new(InputState {
                 buffer,
@@ -71,7 +72,7 @@ impl Input {
                 return Ok(());
             };
             let max = wanted.saturating_sub(self.lock().buffer.len()).clamp(1, READ_CHUNK);
-            let chunk = py.detach(move || fetch(&source, max));
+            let chunk = fetch(py, &source, max)?;
             let mut state = self.lock();
             match chunk {
                 Ok(bytes) if bytes.is_empty() => state.eof = true,
@@ -94,16 +95,21 @@ impl Input {
 }
 
 /// Asks the connection task for up to `max` body bytes and waits.
-fn fetch(source: &mpsc::Sender<Event>, max: usize) -> Result<Bytes, String> {
-    let (reply, answer) = oneshot::channel();
-    source
-        .blocking_send(Event::ReadBody { max, reply })
-        .map_err(|_| "the client connection is closed".to_owned())?;
-    match answer.blocking_recv() {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(error)) => Err(error.0),
-        Err(_) => Err("the client connection is closed".to_owned()),
+fn fetch(
+    py: Python<'_>,
+    source: &mpsc::UnboundedSender<Event>,
+    max: usize,
+) -> PyResult<Result<Bytes, String>> {
+    let closed = || "the client connection is closed".to_owned();
+    let (reply, answer) = reply_channel();
+    if source.send(Event::ReadBody { max, reply }).is_err() {
+        return Ok(Err(closed()));
     }
+    Ok(match answer.wait(py)? {
+        Some(Ok(bytes)) => Ok(bytes),
+        Some(Err(error)) => Err(error.0),
+        None => Err(closed()),
+    })
 }
 
 fn limit(size: Option<isize>) -> Option<usize> {

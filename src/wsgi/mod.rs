@@ -11,15 +11,17 @@ mod environ;
 mod input;
 mod native;
 mod response;
+mod wait;
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::protocol::http::RequestHead;
 
 pub use native::{install_app, native_module, APP};
+pub use wait::{hub, set_gevent_wait, set_mode, wake_hub, Hub, Mode, Reply};
 
 /// The request body as the app will read it.
 #[derive(Debug)]
@@ -47,7 +49,7 @@ pub struct Request {
     pub head: RequestHead,
     pub body: RequestBody,
     pub endpoints: Endpoints,
-    pub events: mpsc::Sender<Event>,
+    pub events: mpsc::UnboundedSender<Event>,
 }
 
 /// A response header as bytes: name and value, validated.
@@ -86,8 +88,11 @@ pub enum Event {
     /// The app reads the request body: at most `max` bytes, empty at its end.
     ReadBody {
         max: usize,
-        reply: oneshot::Sender<Result<Bytes, BodyError>>,
+        reply: Reply<Result<Bytes, BodyError>>,
     },
+    /// Answer once every earlier event is written: the app's flow control,
+    /// so a slow client holds back the app instead of filling memory.
+    Flush(Reply<()>),
 }
 
 /// The request body could not be read.

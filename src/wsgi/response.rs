@@ -9,13 +9,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::mpsc;
 
+use super::wait::reply_channel;
 use super::{Event, HeaderPair, ResponseHead};
+
+/// Body bytes a response may have queued for the connection before the app
+/// waits for them to be written.
+const FLOW_WINDOW: usize = 256 * 1024;
 
 /// The response of one request, shared by `start_response`, `write` and the
 /// thread that iterates the app's result.
 pub struct Response {
     state: Mutex<State>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Event>,
 }
 
 #[derive(Default)]
@@ -29,6 +34,8 @@ struct State {
     disconnected: bool,
     /// The last event of the response went out.
     finished: bool,
+    /// Body bytes sent since the connection last confirmed a flush.
+    unflushed: usize,
 }
 
 /// The client went away; the response cannot be delivered.
@@ -36,7 +43,7 @@ struct State {
 pub struct Disconnected;
 
 impl Response {
-    pub fn new(events: mpsc::Sender<Event>) -> Arc<Self> {
+    pub fn new(events: mpsc::UnboundedSender<Event>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             events,
@@ -51,16 +58,48 @@ impl Response {
         self.lock().head_sent
     }
 
-    /// Sends an event without holding the GIL; the channel is bounded, so
-    /// this is where a slow client pushes back on the app.
+    /// Queues an event for the connection. Once a window of body bytes is
+    /// queued, waits until the connection has written them: this is where a
+    /// slow client pushes back on the app.
     pub fn send(&self, py: Python<'_>, event: Event) -> Result<(), Disconnected> {
-        let events = self.events.clone();
-        let sent = py.detach(move || events.blocking_send(event));
-        if sent.is_err() {
+        let size = match &event {
+            Event::Head { body, .. } | Event::Body(body) => body.len(),
+            _ => 0,
+        };
+        if self.events.send(event).is_err() {
             self.lock().disconnected = true;
             return Err(Disconnected);
         }
+        let must_flush = {
+            let mut state = self.lock();
+            state.unflushed += size;
+            if state.unflushed >= FLOW_WINDOW {
+                state.unflushed = 0;
+                true
+            } else {
+                false
+            }
+        };
+        if must_flush {
+            self.flush(py)?;
+        }
         Ok(())
+    }
+
+    /// Waits until everything queued so far is written to the client.
+    fn flush(&self, py: Python<'_>) -> Result<(), Disconnected> {
+        let (reply, written) = reply_channel();
+        if self.events.send(Event::Flush(reply)).is_err() {
+            self.lock().disconnected = true;
+            return Err(Disconnected);
+        }
+        match written.wait(py) {
+            Ok(Some(())) => Ok(()),
+            _ => {
+                self.lock().disconnected = true;
+                Err(Disconnected)
+            }
+        }
     }
 
     /// Sends body bytes, preceded by the head if it has not gone out yet.
