@@ -86,6 +86,8 @@ class TaskGroup:
 
 def _start_tracked(fn, args, kwargs, group):
     name = "mercy.spawn:%s" % getattr(fn, "__qualname__", repr(fn))
+    if _mercy.mode() == "gevent":
+        return _start_tracked_greenlet(fn, args, kwargs, name)
 
     def run():
         try:
@@ -101,3 +103,21 @@ def _start_tracked(fn, args, kwargs, group):
         _tracked.add(thread)
     thread.start()
     return thread
+
+
+def _start_tracked_greenlet(fn, args, kwargs, name):
+    import gevent
+
+    def run():
+        try:
+            fn(*args, **kwargs)
+        except BaseException:
+            _mercy.log_exception("a task started with mercy.spawn() raised")
+        finally:
+            _tracked.discard(greenlet)
+
+    greenlet = gevent.Greenlet(run)
+    greenlet.name = name
+    _tracked.add(greenlet)
+    greenlet.start()
+    return greenlet

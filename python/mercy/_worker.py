@@ -13,25 +13,6 @@ import _mercy
 import mercy
 
 
-def prepare(virtualenv, pythonpath, executable):
-    """Make the virtualenv's packages and the --pythonpath folders
-    importable; set sys.argv and sys.executable as a program would see."""
-    sys.argv = ["mercy"]
-    sys.executable = executable
-    if virtualenv:
-        import site
-
-        version = "python%d.%d" % sys.version_info[:2]
-        site_packages = os.path.join(virtualenv, "lib", version, "site-packages")
-        site.addsitedir(site_packages)
-        sys.prefix = sys.exec_prefix = virtualenv
-        venv_python = os.path.join(virtualenv, "bin", "python")
-        if os.path.exists(venv_python):
-            sys.executable = venv_python
-    for folder in reversed(pythonpath):
-        sys.path.insert(0, folder)
-
-
 def load_file(path, callable_name):
     """Import the app from a Python file, as __main__-free module named after
     the file, and return its WSGI callable."""
@@ -163,20 +144,54 @@ def daemon_threads():
 
 
 def thread_stacks():
-    """The name and Python stack of every live thread but mercy's own
-    request threads while idle, for the mercy_expired diagnostic."""
-    names = {t.ident: t for t in threading.enumerate()}
-    current = threading.get_ident()
+    """The name and Python stack of every live thread and greenlet, for the
+    mercy_expired diagnostic."""
+    threads = {t.ident: t for t in threading.enumerate()}
+    current = _real_get_ident()
     parts = []
     for ident, frame in sys._current_frames().items():
         if ident == current:
             continue
-        thread = names.get(ident)
-        name = thread.name if thread is not None else "thread %d" % ident
-        kind = "daemon" if thread is not None and thread.daemon else "non-daemon"
-        stack = "".join(traceback.format_stack(frame))
-        parts.append('Thread "%s" (%s, ident %d):\n%s' % (name, kind, ident, stack))
+        parts.append(_describe("Thread", threads.get(ident), ident, frame))
+    for greenlet in _live_greenlets():
+        # A monkey-patched thread is a greenlet whose ident is id(greenlet).
+        thread = threads.get(id(greenlet))
+        name = getattr(greenlet, "name", None) if thread is None else None
+        parts.append(_describe("Greenlet", thread, id(greenlet), greenlet.gr_frame, name))
     return "\n".join(parts)
+
+
+def _describe(kind, thread, ident, frame, name=None):
+    if thread is not None:
+        name = thread.name
+        kind += " (%s)" % ("daemon" if thread.daemon else "non-daemon")
+    name = name or "%s %d" % (kind.split()[0].lower(), ident)
+    stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (no Python frame)\n"
+    return '%s "%s":\n%s' % (kind, name, stack)
+
+
+def _real_get_ident():
+    try:
+        from gevent import monkey
+
+        return monkey.get_original("_thread", "get_ident")()
+    except ImportError:
+        return threading.get_ident()
+
+
+def _live_greenlets():
+    """Greenlets that are suspended with a Python frame: the ones a gevent
+    worker could be waiting for."""
+    greenlet_module = sys.modules.get("greenlet")
+    if greenlet_module is None:
+        return []
+    import gc
+
+    return [
+        g
+        for g in gc.get_objects()
+        if isinstance(g, greenlet_module.greenlet) and not g.dead and g.gr_frame is not None
+    ]
 
 
 class FileWrapper:

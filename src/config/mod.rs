@@ -43,9 +43,32 @@ pub struct Options {
     #[arg(long, visible_alias = "workers", short = 'p', default_value_t = 1)]
     pub processes: u32,
 
-    /// Python threads per worker that call the app.
-    #[arg(long, default_value_t = 1)]
-    pub threads: u32,
+    /// Python threads per worker that call the app (default 1).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+
+    /// gevent mode: the worker's main thread runs the gevent hub and each
+    /// request runs in its own greenlet, at most N at once.
+    #[arg(long, value_name = "N")]
+    pub gevent: Option<u32>,
+
+    /// In gevent mode, do not monkey-patch the standard library.
+    #[arg(long)]
+    pub no_gevent_monkey_patch: bool,
+
+    /// Accepted as uWSGI spells it: gevent mode monkey-patches by default.
+    #[arg(long, hide = true)]
+    pub gevent_monkey_patch: bool,
+
+    /// Accepted as uWSGI spells it: mercy always patches before the app and
+    /// before its own Python code is imported.
+    #[arg(long, hide = true)]
+    pub gevent_early_monkey_patch: bool,
+
+    /// In gevent mode, a retiring worker also waits until the hub has
+    /// nothing left to run (after the shutdown hooks ran).
+    #[arg(long)]
+    pub gevent_wait_for_hub: bool,
 
     /// Seconds a retiring worker gets to finish before it is killed.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
@@ -136,6 +159,20 @@ pub enum AppSource {
     Module(String),
 }
 
+/// How a worker runs the app concurrently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// N Python threads call the app.
+    Threads(u32),
+    /// The gevent hub runs on the main thread; at most `greenlets` requests
+    /// at once.
+    Gevent {
+        greenlets: u32,
+        monkey_patch: bool,
+        wait_for_hub: bool,
+    },
+}
+
 /// Validated settings that every part of mercy reads.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -143,7 +180,7 @@ pub struct Config {
     pub app: AppSource,
     pub callable: String,
     pub processes: u32,
-    pub threads: u32,
+    pub concurrency: Concurrency,
     pub reload_mercy: Duration,
     pub spawn_timeout: Duration,
     pub virtualenv: Option<PathBuf>,
@@ -169,6 +206,8 @@ pub enum ConfigError {
     TwoApps,
     #[error("no socket to serve on: give --http ADDR")]
     NoSocket,
+    #[error("--gevent and --threads cannot be combined: gevent mode runs requests in greenlets on one thread")]
+    GeventWithThreads,
     #[error("{option} must be {rule}, got {value}")]
     OutOfRange {
         option: &'static str,
@@ -213,7 +252,22 @@ impl Options {
             .collect::<Result<Vec<_>, _>>()?;
 
         at_least("--processes", 1, self.processes.into())?;
-        at_least("--threads", 1, self.threads.into())?;
+        let concurrency = match (self.gevent, self.threads) {
+            (Some(_), Some(_)) => return Err(ConfigError::GeventWithThreads),
+            (Some(greenlets), None) => {
+                at_least("--gevent", 1, greenlets.into())?;
+                Concurrency::Gevent {
+                    greenlets,
+                    monkey_patch: !self.no_gevent_monkey_patch,
+                    wait_for_hub: self.gevent_wait_for_hub,
+                }
+            }
+            (None, threads) => {
+                let threads = threads.unwrap_or(1);
+                at_least("--threads", 1, threads.into())?;
+                Concurrency::Threads(threads)
+            }
+        };
         at_least("--worker-reload-mercy", 1, self.worker_reload_mercy)?;
         at_least("--spawn-timeout", 1, self.spawn_timeout)?;
         at_least("--socket-timeout", 1, self.socket_timeout)?;
@@ -247,7 +301,7 @@ impl Options {
             app,
             callable: self.callable,
             processes: self.processes,
-            threads: self.threads,
+            concurrency,
             reload_mercy: Duration::from_secs(self.worker_reload_mercy),
             spawn_timeout: Duration::from_secs(self.spawn_timeout),
             virtualenv,

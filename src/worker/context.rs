@@ -52,7 +52,7 @@ impl Step {
         }
     }
 
-    fn from_u8(value: u8) -> Self {
+    pub fn from_u8(value: u8) -> Self {
         match value {
             1 => Self::StopAccepting,
             2 => Self::FinishRequests,
@@ -140,6 +140,7 @@ impl WorkerContext {
             }
             Some(_) => false,
         });
+        crate::wsgi::wake_hub();
     }
 
     pub fn is_retiring(&self) -> bool {

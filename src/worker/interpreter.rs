@@ -12,6 +12,8 @@ use crate::config::{AppSource, Config, EMBEDDED_PYTHON_EXECUTABLE, EMBEDDED_PYTH
 use crate::wsgi;
 
 const MERCY_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/__init__.py"), "\0"));
+const PREPARE_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_prepare.py"), "\0"));
+const GEVENT_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_gevent.py"), "\0"));
 const WORKER_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_worker.py"), "\0"));
 
 /// Makes a `&CStr` of embedded Python source at compile time.
@@ -84,10 +86,21 @@ pub struct LoadError {
     pub traceback: String,
 }
 
+impl From<String> for LoadError {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            traceback: String::new(),
+        }
+    }
+}
+
 /// mercy's own Python modules, registered in `sys.modules` before the app is
 /// imported so that they take precedence over same-named packages.
 pub struct PythonSide {
     pub worker: Py<PyModule>,
+    /// The gevent engine, in gevent mode.
+    pub gevent: Option<Py<PyModule>>,
 }
 
 /// Registers `_mercy`, `mercy` and mercy's worker module.
@@ -99,28 +112,55 @@ pub fn register_modules(py: Python<'_>) -> PyResult<PythonSide> {
     modules.set_item("mercy", &mercy)?;
     let worker = PyModule::from_code(py, WORKER_MODULE, c"mercy/_worker.py", c"mercy._worker")?;
     modules.set_item("mercy._worker", &worker)?;
+    mercy.setattr("_worker", &worker)?;
     Ok(PythonSide {
         worker: worker.unbind(),
+        gevent: None,
     })
 }
 
-/// Prepares `sys.path` and imports the app, returning its WSGI callable.
+/// Monkey-patches the standard library for gevent. Runs before any of
+/// mercy's Python code or the app is imported.
+pub fn monkey_patch(py: Python<'_>) -> PyResult<()> {
+    py.import("gevent.monkey")?.call_method0("patch_all")?;
+    Ok(())
+}
+
+/// Registers mercy's gevent engine and the function greenlets wait with.
+pub fn register_gevent(py: Python<'_>, side: &mut PythonSide) -> PyResult<()> {
+    let engine = PyModule::from_code(py, GEVENT_MODULE, c"mercy/_gevent.py", c"mercy._gevent")?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("mercy._gevent", &engine)?;
+    wsgi::set_gevent_wait(py, engine.getattr("wait")?.unbind());
+    side.gevent = Some(engine.unbind());
+    Ok(())
+}
+
+/// Makes the virtualenv and `--pythonpath` folders importable. Runs before
+/// anything else is imported, gevent's monkey-patching included.
+pub fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<()> {
+    let prepare = PyModule::from_code(py, PREPARE_MODULE, c"mercy/_prepare.py", c"mercy._prepare")?;
+    let virtualenv = config
+        .virtualenv
+        .as_ref()
+        .map(|path| path.to_string_lossy().into_owned());
+    let pythonpath: Vec<String> = config
+        .pythonpath
+        .iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect();
+    prepare.call_method1(
+        "prepare",
+        (virtualenv, PyList::new(py, pythonpath)?, EMBEDDED_PYTHON_EXECUTABLE),
+    )?;
+    Ok(())
+}
+
+/// Imports the app, returning its WSGI callable.
 pub fn load_app(py: Python<'_>, side: &PythonSide, config: &Config) -> Result<Py<PyAny>, LoadError> {
     let worker = side.worker.bind(py);
     let result = (|| -> PyResult<Py<PyAny>> {
-        let virtualenv = config
-            .virtualenv
-            .as_ref()
-            .map(|path| path.to_string_lossy().into_owned());
-        let pythonpath: Vec<String> = config
-            .pythonpath
-            .iter()
-            .map(|path| path.to_string_lossy().into_owned())
-            .collect();
-        worker.call_method1(
-            "prepare",
-            (virtualenv, PyList::new(py, pythonpath)?, EMBEDDED_PYTHON_EXECUTABLE),
-        )?;
         let app = match &config.app {
             AppSource::File(path) => worker.call_method1(
                 "load_file",

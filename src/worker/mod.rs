@@ -16,7 +16,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use tracing::{debug, error, info};
 
-use crate::config::Config;
+use crate::config::{Concurrency, Config};
 use crate::control::{RetireMode, ToMaster, ToWorker, WorkerSpec};
 use crate::wsgi;
 pub use context::{context, Step, WorkerContext};
@@ -35,41 +35,37 @@ pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
     let reader = control
         .try_clone()
         .expect("a socket descriptor can be duplicated");
+    let concurrency = config.concurrency;
+    match concurrency {
+        Concurrency::Threads(_) => wsgi::set_mode(wsgi::Mode::Threads),
+        Concurrency::Gevent { .. } => match wsgi::Hub::new() {
+            Ok(hub) => wsgi::set_mode(wsgi::Mode::Gevent(hub)),
+            Err(error) => {
+                error!(%error, "cannot create the eventfd for the gevent hub");
+                return ExitCode::from(EXIT_LOAD_FAILED);
+            }
+        },
+    }
     let (jobs_tx, jobs_rx) = flume::unbounded();
     let context = WorkerContext::install(spec, config, jobs_rx, control);
 
     let side = match start_app(context) {
         Ok(side) => side,
-        Err(load) => {
-            error!(
-                event = "app_load_failed",
-                worker.id = context.spec.id,
-                worker.pid = std::process::id(),
-                generation = context.spec.generation,
-                error = %load.reason,
-                traceback = %load.traceback,
-                "the app could not be loaded: {}{}",
-                load.reason,
-                crate::logging::inline(&load.traceback)
-            );
-            context.send_master(&ToMaster::LoadFailed { error: load.reason });
-            return ExitCode::from(EXIT_LOAD_FAILED);
-        }
+        Err(load) => return load_failed(context, load),
     };
 
-    let request_threads = match start_request_threads(&side, context) {
-        Ok(threads) => threads,
-        Err(message) => {
-            context.send_master(&ToMaster::LoadFailed { error: message });
-            return ExitCode::from(EXIT_LOAD_FAILED);
-        }
+    let request_threads = match concurrency {
+        Concurrency::Threads(threads) => match start_request_threads(&side, threads) {
+            Ok(threads) => Some(threads),
+            Err(reason) => return load_failed(context, reason.into()),
+        },
+        Concurrency::Gevent { .. } => None,
     };
     let mut server = match Server::start(context, jobs_tx) {
         Ok(server) => server,
         Err(error) => {
-            let message = format!("cannot serve on the inherited sockets: {error}");
-            context.send_master(&ToMaster::LoadFailed { error: message });
-            return ExitCode::from(EXIT_LOAD_FAILED);
+            let reason = format!("cannot serve on the inherited sockets: {error}");
+            return load_failed(context, reason.into());
         }
     };
     context.send_master(&ToMaster::Ready);
@@ -80,12 +76,73 @@ pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
         .spawn(move || follow_master(reader))
         .expect("the control thread starts");
 
-    let mut retire = context.watch_retire();
-    let mode = server
-        .runtime
-        .block_on(async { *retire.wait_for(Option::is_some).await.expect("the sender lives in the context") })
-        .expect("wait_for returns a set mode");
-    retire_worker(context, &side, &mut server, request_threads, mode)
+    match (concurrency, request_threads) {
+        (Concurrency::Gevent { greenlets, wait_for_hub, .. }, _) => {
+            run_gevent(context, &side, &mut server, greenlets, wait_for_hub)
+        }
+        (Concurrency::Threads(_), Some(threads)) => {
+            let mut retire = context.watch_retire();
+            let mode = server
+                .runtime
+                .block_on(async { *retire.wait_for(Option::is_some).await.expect("the sender lives in the context") })
+                .expect("wait_for returns a set mode");
+            retire_worker(context, &side, &mut server, threads, mode)
+        }
+        (Concurrency::Threads(_), None) => unreachable!("threads mode starts request threads"),
+    }
+}
+
+fn load_failed(context: &WorkerContext, load: interpreter::LoadError) -> ExitCode {
+    error!(
+        event = "app_load_failed",
+        worker.id = context.spec.id,
+        worker.pid = std::process::id(),
+        generation = context.spec.generation,
+        error = %load.reason,
+        traceback = %load.traceback,
+        "the app could not be loaded: {}{}",
+        load.reason,
+        crate::logging::inline(&load.traceback)
+    );
+    context.send_master(&ToMaster::LoadFailed { error: load.reason });
+    ExitCode::from(EXIT_LOAD_FAILED)
+}
+
+/// gevent mode: the main thread runs the hub until retirement is done.
+fn run_gevent(
+    context: &Arc<WorkerContext>,
+    side: &PythonSide,
+    server: &mut Server,
+    greenlets: u32,
+    wait_for_hub: bool,
+) -> ExitCode {
+    let hub = wsgi::hub().expect("gevent mode has a hub");
+    let drained = hub.next_wait_id();
+    let accept_loops = server.take_accept_loops();
+    let watched = context.clone();
+    server.runtime.spawn(async move {
+        let mut retire = watched.watch_retire();
+        let _ = retire.wait_for(Option::is_some).await;
+        for handle in accept_loops {
+            let _ = handle.await;
+        }
+        let mut connections = watched.watch_connections();
+        let _ = connections.wait_for(|count| *count == 0).await;
+        hub.complete(drained);
+    });
+
+    let engine = side.gevent.as_ref().expect("gevent mode registers its engine");
+    let result = Python::attach(|py| {
+        engine
+            .bind(py)
+            .call_method1("run", (greenlets, drained, wait_for_hub))
+            .map(drop)
+    });
+    if let Err(error) = result {
+        error!(%error, "the gevent engine failed");
+    }
+    context.set_step(Step::Exit);
+    exit_now()
 }
 
 /// Workers obey the master only: a Ctrl-C or terminal hang-up reaches the
@@ -130,9 +187,23 @@ fn start_app(context: &WorkerContext) -> Result<PythonSide, interpreter::LoadErr
     interpreter::initialize().map_err(|e| fail(e.to_string()))?;
 
     Python::attach(|py| {
-        let side = interpreter::register_modules(py).map_err(|error| {
+        let gevent = match config.concurrency {
+            Concurrency::Gevent { monkey_patch, .. } => Some(monkey_patch),
+            Concurrency::Threads(_) => None,
+        };
+        interpreter::prepare_paths(py, config)
+            .map_err(|error| fail(format!("cannot prepare sys.path: {error}")))?;
+        if gevent == Some(true) {
+            interpreter::monkey_patch(py)
+                .map_err(|error| fail(format!("cannot monkey-patch with gevent: {error}")))?;
+        }
+        let mut side = interpreter::register_modules(py).map_err(|error| {
             fail(format!("cannot register mercy's Python modules: {error}"))
         })?;
+        if gevent.is_some() {
+            interpreter::register_gevent(py, &mut side)
+                .map_err(|error| fail(format!("cannot start gevent mode: {error}")))?;
+        }
         let app = interpreter::load_app(py, &side, config)?;
         let file_wrapper = side
             .worker
@@ -140,16 +211,17 @@ fn start_app(context: &WorkerContext) -> Result<PythonSide, interpreter::LoadErr
             .getattr("FileWrapper")
             .map_err(|error| fail(error.to_string()))?
             .unbind();
-        wsgi::install_app(py, app, file_wrapper, config.threads, config.processes)
+        let multithread = config.concurrency != Concurrency::Threads(1);
+        wsgi::install_app(py, app, file_wrapper, multithread, config.processes)
             .map_err(|error| fail(error.to_string()))?;
         let _ = context.python.set(side.worker.clone_ref(py));
         Ok(side)
     })
 }
 
-fn start_request_threads(side: &PythonSide, context: &WorkerContext) -> Result<Py<PyAny>, String> {
+fn start_request_threads(side: &PythonSide, threads: u32) -> Result<Py<PyAny>, String> {
     Python::attach(|py| {
-        interpreter::call_worker1(py, side, "start_request_threads", (context.config.threads,))
+        interpreter::call_worker1(py, side, "start_request_threads", (threads,))
             .map(Bound::unbind)
             .map_err(|error| format!("cannot start the request threads: {error}"))
     })

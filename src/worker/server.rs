@@ -54,6 +54,11 @@ impl Server {
         })
     }
 
+    /// Hands the accept loops to a caller that waits for them itself.
+    pub fn take_accept_loops(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.accept_loops)
+    }
+
     /// Waits until every accept loop has stopped (and, for a graceful
     /// shutdown, taken what the kernel had queued).
     pub fn wait_accept_loops_done(&mut self) {

@@ -27,6 +27,13 @@ pub fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     module.add_function(wrap_pyfunction!(request_reload, &module)?)?;
     module.add_function(wrap_pyfunction!(serve, &module)?)?;
     module.add_function(wrap_pyfunction!(log_exception, &module)?)?;
+    module.add_function(wrap_pyfunction!(mode, &module)?)?;
+    module.add_function(wrap_pyfunction!(set_step, &module)?)?;
+    module.add_function(wrap_pyfunction!(is_fast_retirement, &module)?)?;
+    module.add_function(wrap_pyfunction!(hub_fd, &module)?)?;
+    module.add_function(wrap_pyfunction!(hub_take_ready, &module)?)?;
+    module.add_function(wrap_pyfunction!(requests_waiting, &module)?)?;
+    module.add_function(wrap_pyfunction!(handle_next, &module)?)?;
     module.add_class::<Errors>()?;
     module.add_class::<StartResponse>()?;
     module.add_class::<Write>()?;
@@ -39,14 +46,14 @@ pub fn install_app(
     py: Python<'_>,
     app: Py<PyAny>,
     file_wrapper: Py<PyAny>,
-    threads: u32,
+    multithread: bool,
     processes: u32,
 ) -> PyResult<()> {
     let constants = Constants {
         version: PyTuple::new(py, [1, 0])?.unbind(),
         errors: Bound::new(py, Errors)?.into_any().unbind(),
         file_wrapper,
-        multithread: threads > 1,
+        multithread,
         multiprocess: processes > 1,
     };
     let _ = CONSTANTS.set(py, constants);
@@ -77,6 +84,61 @@ fn is_shutting_down() -> bool {
 #[pyfunction]
 fn request_reload() {
     worker::context().request_reload();
+}
+
+/// `"threads"` or `"gevent"`.
+#[pyfunction]
+fn mode() -> &'static str {
+    if super::hub().is_some() {
+        "gevent"
+    } else {
+        "threads"
+    }
+}
+
+/// Records the retirement step the worker is in, for the diagnostic.
+#[pyfunction]
+fn set_step(step: u8) {
+    worker::context().set_step(worker::Step::from_u8(step));
+}
+
+#[pyfunction]
+fn is_fast_retirement() -> bool {
+    worker::context().retire_mode() == Some(crate::control::RetireMode::Fast)
+}
+
+/// The eventfd the gevent hub watches.
+#[pyfunction]
+fn hub_fd() -> PyResult<i32> {
+    super::hub()
+        .map(super::Hub::fd)
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("not a gevent worker"))
+}
+
+/// Consumes the hub's wake-up; returns the wait ids whose answers are in.
+#[pyfunction]
+fn hub_take_ready() -> Vec<u64> {
+    super::hub().map(super::Hub::take_ready).unwrap_or_default()
+}
+
+/// Whether requests wait for a greenlet.
+#[pyfunction]
+fn requests_waiting() -> bool {
+    !worker::context().jobs.is_empty()
+}
+
+/// Serves one queued request in the calling greenlet; False if none waits.
+#[pyfunction]
+fn handle_next(py: Python<'_>) -> bool {
+    let Ok(request) = worker::context().jobs.try_recv() else {
+        return false;
+    };
+    let app = APP
+        .get(py)
+        .expect("the app is installed before requests are served")
+        .clone_ref(py);
+    handle(py, app.bind(py), request);
+    true
 }
 
 /// Logs the exception being handled, with its traceback.

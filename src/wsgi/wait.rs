@@ -99,7 +99,13 @@ impl Hub {
         std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn complete(&self, id: u64) {
+    /// A fresh wait id, for an answer the worker itself gives.
+    pub fn next_wait_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Marks `id` answered and wakes the hub.
+    pub fn complete(&self, id: u64) {
         self.ready.lock().unwrap_or_else(|p| p.into_inner()).push(id);
         self.wake();
     }

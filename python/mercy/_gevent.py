@@ -1,0 +1,104 @@
+"""gevent mode: the worker's main thread runs the gevent hub.
+
+Rust accepts connections and parses requests on its own threads and never
+calls into Python. It queues requests and answers and writes to an eventfd;
+the dispatcher greenlet below watches that eventfd, wakes the greenlets
+whose answers are in, and starts request greenlets (at most --gevent N).
+Not for apps to import."""
+
+import gevent
+import gevent.event
+
+import _mercy
+
+_waiters = {}
+
+
+def wait(wait_id):
+    """Called (from Rust) by a request greenlet that waits for the
+    connection: yields to the hub until the answer is in."""
+    event = _waiters.get(wait_id)
+    if event is None:
+        event = _waiters[wait_id] = gevent.event.Event()
+    try:
+        event.wait()
+    finally:
+        _waiters.pop(wait_id, None)
+
+
+def _answer_ready(wait_id):
+    event = _waiters.get(wait_id)
+    if event is None:
+        event = _waiters[wait_id] = gevent.event.Event()
+    event.set()
+
+
+class Engine:
+    def __init__(self, greenlets):
+        self.limit = greenlets
+        self.active = 0
+        self.idle = gevent.event.Event()
+        self.idle.set()
+        self.retiring = gevent.event.Event()
+        self.hub = gevent.get_hub()
+        self.watcher = self.hub.loop.io(_mercy.hub_fd(), 1)
+
+    def dispatch(self):
+        while True:
+            self.hub.wait(self.watcher)
+            for wait_id in _mercy.hub_take_ready():
+                _answer_ready(wait_id)
+            self.start_request_greenlets()
+            if _mercy.is_shutting_down():
+                self.retiring.set()
+
+    def start_request_greenlets(self):
+        while self.active < self.limit and _mercy.requests_waiting():
+            self.active += 1
+            self.idle.clear()
+            gevent.spawn(self.serve)
+
+    def serve(self):
+        try:
+            while _mercy.handle_next():
+                pass
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self.idle.set()
+
+    def stop(self):
+        self.watcher.stop()
+
+
+def run(greenlets, drained_wait_id, wait_for_hub):
+    """Serve until the master asks this worker to retire, then retire in
+    the order of DESIGN.md section 3. Returns when the worker may exit."""
+    from mercy import _worker
+
+    engine = Engine(greenlets)
+    dispatcher = gevent.spawn(engine.dispatch)
+    dispatcher.name = "mercy-dispatcher"
+
+    engine.retiring.wait()
+    # Steps 1 and 2: Rust stops accepting and answers when every connection
+    # is closed; request greenlets may still be running close().
+    _mercy.set_step(1)
+    wait(drained_wait_id)
+    _mercy.set_step(2)
+    engine.idle.wait()
+
+    _mercy.set_step(3)
+    _worker.wait_tracked_work()
+    _mercy.set_step(4)
+    _worker.run_shutdown_hooks()
+    if not _mercy.is_fast_retirement():
+        _mercy.set_step(5)
+        _worker.wait_non_daemon_threads()
+        if wait_for_hub:
+            dispatcher.kill()
+            engine.stop()
+            # Returns once nothing is left for the hub to run: no greenlet,
+            # timer or watcher.
+            engine.hub.join()
+    _mercy.set_step(6)
