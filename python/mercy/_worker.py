@@ -211,3 +211,12 @@ class FileWrapper:
             if not block:
                 return
             yield block
+
+
+def after_app_loaded():
+    """uWSGI's post-fork hook (and @postfork functions), once per worker,
+    after the app is imported."""
+    uwsgi = sys.modules.get("uwsgi")
+    hook = getattr(uwsgi, "post_fork_hook", None) if uwsgi is not None else None
+    if callable(hook):
+        hook()

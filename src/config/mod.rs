@@ -325,6 +325,34 @@ impl Options {
     }
 }
 
+/// The options on a command line as `(name, value)` pairs in order, the
+/// way uWSGI exposes them to apps: `--name value` and `--name=value` have a
+/// value, a flag has none. The app-facing `uwsgi.opt` is built from this.
+pub fn raw_options(args: impl IntoIterator<Item = String>) -> Vec<(String, Option<String>)> {
+    use clap::CommandFactory;
+    let command = Options::command();
+    let takes_value = |name: &str| {
+        command.get_arguments().any(|arg| {
+            let named = arg.get_long() == Some(name)
+                || arg.get_all_aliases().is_some_and(|aliases| aliases.contains(&name));
+            named && arg.get_action().takes_values()
+        })
+    };
+    let mut options = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(option) = arg.strip_prefix("--") else {
+            continue;
+        };
+        match option.split_once('=') {
+            Some((name, value)) => options.push((name.to_owned(), Some(value.to_owned()))),
+            None if takes_value(option) => options.push((option.to_owned(), args.next())),
+            None => options.push((option.to_owned(), None)),
+        }
+    }
+    options
+}
+
 fn at_least(option: &'static str, minimum: u64, value: u64) -> Result<(), ConfigError> {
     if value >= minimum {
         return Ok(());
@@ -400,6 +428,24 @@ mod tests {
         assert!(matches!(options.validate(), Err(ConfigError::NoApp)));
         let options = Options::parse_from(["mercy", "--wsgi-file", "app.py"]);
         assert!(matches!(options.validate(), Err(ConfigError::NoSocket)));
+    }
+
+    #[test]
+    fn raw_options_pair_names_with_values() {
+        let args = ["--http", ":80", "--master", "--env=A=1", "--env", "B=2", "--log-json"];
+        let options = raw_options(args.map(String::from));
+        let expected = [
+            ("http", Some(":80")),
+            ("master", None),
+            ("env", Some("A=1")),
+            ("env", Some("B=2")),
+            ("log-json", None),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.map(str::to_owned)))
+            .collect();
+        assert_eq!(options, expected);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Incremental decoder for chunked request bodies (RFC 9112 section 7.1); trailers are checked and dropped.
+//! Incremental decoder for chunked request bodies (RFC 9112 section 7.1); checks trailers.
 
 use std::fmt;
+
+use super::policy::is_token_byte;
 
 /// Bounds on the parts of a chunked body that are not data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +158,8 @@ pub struct ChunkedDecoder {
     trailer_fields: usize,
     /// `End` was already returned once.
     end_reported: bool,
+    /// The error already returned; the body cannot be read past it.
+    failed: Option<ChunkError>,
 }
 
 impl Default for ChunkedDecoder {
@@ -179,6 +183,7 @@ impl ChunkedDecoder {
             trailer_bytes: 0,
             trailer_fields: 0,
             end_reported: false,
+            failed: None,
         }
     }
 
@@ -191,8 +196,20 @@ impl ChunkedDecoder {
     ///
     /// `Data` slices borrow from `input`; the count covers the control bytes
     /// before them. `NeedMore` uses all of `input`. After `End` every call
-    /// returns `(0, End)`.
+    /// returns `(0, End)`; after an error every call returns that error.
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Chunk<'a>), ChunkError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+
+        let result = self.decode_step(input);
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+        }
+        result
+    }
+
+    fn decode_step<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Chunk<'a>), ChunkError> {
         let mut position = 0;
         loop {
             match self.state {
@@ -220,15 +237,25 @@ impl ChunkedDecoder {
 
     /// Call when the input ended: `Ok` if the body was complete, else what is missing.
     pub fn finish(&self) -> Result<(), ChunkError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
         match self.state {
             State::Done => Ok(()),
             State::DataCr | State::DataLf => Err(ChunkErrorKind::MissingTerminator.into()),
-            State::Trailers if self.line.is_empty() => Err(ChunkErrorKind::MissingTerminator.into()),
+            State::Trailers if self.line.is_empty() => {
+                Err(ChunkErrorKind::MissingTerminator.into())
+            }
             _ => Err(ChunkErrorKind::UnexpectedEnd.into()),
         }
     }
 
-    fn take_data<'a>(&mut self, input: &'a [u8], position: usize, remaining: u64) -> (usize, Chunk<'a>) {
+    fn take_data<'a>(
+        &mut self,
+        input: &'a [u8],
+        position: usize,
+        remaining: u64,
+    ) -> (usize, Chunk<'a>) {
         let available = input.len() - position;
         if available == 0 {
             return (position, Chunk::NeedMore);
@@ -392,7 +419,9 @@ fn skip_extension_value(value: &[u8]) -> Option<&[u8]> {
     loop {
         match quoted {
             [b'"', after @ ..] => return Some(after),
-            [b'\\', escaped, after @ ..] if is_quoted_byte(*escaped) || *escaped == b'"' || *escaped == b'\\' => {
+            [b'\\', escaped, after @ ..]
+                if is_quoted_byte(*escaped) || *escaped == b'"' || *escaped == b'\\' =>
+            {
                 quoted = after
             }
             [byte, after @ ..] if is_quoted_byte(*byte) => quoted = after,
@@ -409,7 +438,7 @@ fn is_quoted_byte(byte: u8) -> bool {
 fn token_length(bytes: &[u8]) -> usize {
     bytes
         .iter()
-        .position(|&byte| !(byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)))
+        .position(|&byte| !is_token_byte(byte))
         .unwrap_or(bytes.len())
 }
 
@@ -475,4 +504,244 @@ fn check_trailer_field(line: &[u8], content: &[u8]) -> Result<(), ChunkError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `input` fed in pieces of `piece` bytes; returns the body and the
+    /// bytes used through the end, or the error (`finish` at the input's end).
+    fn decode_in_pieces(input: &[u8], piece: usize) -> Result<(Vec<u8>, usize), ChunkErrorKind> {
+        let mut decoder = ChunkedDecoder::new();
+        let mut body = Vec::new();
+        let mut used = 0;
+
+        for piece in input.chunks(piece) {
+            let mut offset = 0;
+            loop {
+                let (consumed, chunk) = decoder.decode(&piece[offset..]).map_err(|e| e.kind())?;
+                offset += consumed;
+                used += consumed;
+                match chunk {
+                    Chunk::Data(data) => body.extend_from_slice(data),
+                    Chunk::NeedMore => break,
+                    Chunk::End => return Ok((body, used)),
+                }
+            }
+        }
+        decoder.finish().map_err(|e| e.kind())?;
+        unreachable!("finish is an error before End");
+    }
+
+    /// Decodes whole, byte by byte and in pieces of 3, and checks they agree.
+    fn decode(input: &[u8]) -> Result<(Vec<u8>, usize), ChunkErrorKind> {
+        let whole = decode_in_pieces(input, input.len().max(1));
+        assert_eq!(whole, decode_in_pieces(input, 1), "byte by byte: {input:?}");
+        assert_eq!(whole, decode_in_pieces(input, 3), "pieces of 3: {input:?}");
+        whole
+    }
+
+    fn body(input: &[u8]) -> Vec<u8> {
+        let (body, used) = decode(input).expect("valid body");
+        assert_eq!(used, input.len());
+        body
+    }
+
+    #[test]
+    fn simple_body() {
+        assert_eq!(
+            body(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            b"hello world"
+        );
+        assert_eq!(
+            body(b"1e\r\nall your base are belong to us\r\n0\r\n\r\n").len(),
+            30
+        );
+        assert_eq!(body(b"0\r\n\r\n"), b"");
+    }
+
+    #[test]
+    fn size_forms() {
+        assert_eq!(body(b"A\r\n0123456789\r\n000\r\n\r\n"), b"0123456789");
+        assert_eq!(body(b"00a\r\n0123456789\r\n0\r\n\r\n"), b"0123456789");
+    }
+
+    #[test]
+    fn end_stops_before_the_next_request() {
+        let input = b"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let (body, used) = decode(input).expect("valid body");
+        assert_eq!(
+            (&body[..], &input[used..]),
+            (&b"abc"[..], &b"GET / HTTP/1.1\r\n\r\n"[..])
+        );
+    }
+
+    #[test]
+    fn end_is_repeated_with_nothing_consumed() {
+        let mut decoder = ChunkedDecoder::new();
+        assert_eq!(decoder.decode(b"0\r\n\r\n"), Ok((5, Chunk::End)));
+        assert_eq!(decoder.decode(b"more"), Ok((0, Chunk::End)));
+        assert!(decoder.is_done());
+        assert_eq!(decoder.finish(), Ok(()));
+    }
+
+    #[test]
+    fn extensions_are_checked_and_ignored() {
+        let input =
+            b"5; some; parameters=stuff\r\nhello\r\n6; blahblah; blah\r\n world\r\n0\r\n\r\n";
+        assert_eq!(body(input), b"hello world");
+        assert_eq!(body(b"5;foo=\"bar baz\"\r\nhello\r\n0\r\n\r\n"), b"hello");
+        assert_eq!(
+            body(b"5 ; a = \"q\\\"x\"\r\nhello\r\n0;last\r\n\r\n"),
+            b"hello"
+        );
+
+        for bad in [
+            &b"5;ext=val\rue\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;\r\n",
+            b"5;a=\r\n",
+            b"5;a \r\n",
+            b"5;a=\"x\r\n",
+            b"5;a=b c\r\n",
+        ] {
+            assert_eq!(
+                decode(bad),
+                Err(ChunkErrorKind::InvalidExtension),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_sizes() {
+        for bad in [
+            &b"5\r\nhello\r\n0 \r\n\r\n"[..],
+            b"5\r\nhello\r\n 0\r\n\r\n",
+            b" ;foo=bar\r\nhello\r\n0\r\n\r\n",
+            b"\r\nhello\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"10000000000000000\r\n",
+            b"\n",
+        ] {
+            assert_eq!(decode(bad), Err(ChunkErrorKind::InvalidSize), "{bad:?}");
+        }
+        assert_eq!(
+            decode(b"ffffffffffffffff\r\nab"),
+            Err(ChunkErrorKind::UnexpectedEnd)
+        );
+    }
+
+    #[test]
+    fn bare_lf_is_refused() {
+        assert_eq!(
+            decode(b"5\nhello\r\n0\r\n\r\n"),
+            Err(ChunkErrorKind::BareLf)
+        );
+        assert_eq!(decode(b"0\r\nA: b\n\r\n"), Err(ChunkErrorKind::BareLf));
+        assert_eq!(decode(b"0\r\n\n"), Err(ChunkErrorKind::BareLf));
+    }
+
+    #[test]
+    fn missing_terminators() {
+        assert_eq!(
+            decode(b"5\r\nhelloXX0\r\n\r\n"),
+            Err(ChunkErrorKind::MissingTerminator)
+        );
+        assert_eq!(
+            decode(b"5\r\nhello\n0\r\n\r\n"),
+            Err(ChunkErrorKind::MissingTerminator)
+        );
+        assert_eq!(decode(b"0\r\n"), Err(ChunkErrorKind::MissingTerminator));
+        assert_eq!(
+            decode(b"5\r\nhello"),
+            Err(ChunkErrorKind::MissingTerminator)
+        );
+        assert_eq!(decode(b"5\r\nhel"), Err(ChunkErrorKind::UnexpectedEnd));
+        assert_eq!(decode(b"5\r"), Err(ChunkErrorKind::UnexpectedEnd));
+        assert_eq!(decode(b""), Err(ChunkErrorKind::UnexpectedEnd));
+    }
+
+    #[test]
+    fn trailers_are_checked_and_dropped() {
+        let input = b"5\r\nhello\r\n0\r\nVary: *\r\nContent-Type: text/plain\r\n\r\n";
+        assert_eq!(body(input), b"hello");
+
+        for (bad, name) in [
+            (&b"0\r\nContent-Length: 99\r\n\r\n"[..], "Content-Length"),
+            (b"0\r\nHost: evil.example.com\r\n\r\n", "Host"),
+            (
+                b"0\r\ntransfer-encoding: chunked\r\n\r\n",
+                "transfer-encoding",
+            ),
+        ] {
+            let error = ChunkedDecoder::new().decode(bad).expect_err("forbidden");
+            assert_eq!(
+                (error.kind(), error.field()),
+                (ChunkErrorKind::ForbiddenTrailer, Some(name))
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("forbidden trailer field ({name})")
+            );
+            assert_eq!(decode(bad), Err(ChunkErrorKind::ForbiddenTrailer));
+        }
+        for bad in [
+            &b"0\r\n folded\r\n\r\n"[..],
+            b"0\r\nA : b\r\n\r\n",
+            b"0\r\nA: \x01\r\n\r\n",
+            b"0\r\nnocolon\r\n\r\n",
+        ] {
+            assert_eq!(decode(bad), Err(ChunkErrorKind::InvalidTrailer), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limits_bound_lines_and_trailers() {
+        let limits = ChunkLimits {
+            max_line: 8,
+            max_trailer_bytes: 16,
+            max_trailer_fields: 2,
+        };
+        let run = |input: &[u8]| {
+            ChunkedDecoder::with_limits(limits)
+                .decode(input)
+                .map(|(n, _)| n)
+                .map_err(|e| e.kind())
+        };
+
+        assert_eq!(run(b"5;ab=c\r\n"), Ok(8));
+        assert_eq!(run(b"5;ab=cd\r\n"), Err(ChunkErrorKind::LineTooLong));
+        assert_eq!(run(b"5;ab=cde"), Ok(8));
+        assert_eq!(run(b"5;ab=cdef"), Err(ChunkErrorKind::LineTooLong));
+        assert_eq!(run(b"0\r\nA: 1\r\nB: 2\r\n\r\n"), Ok(17));
+        assert_eq!(
+            run(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n"),
+            Err(ChunkErrorKind::TrailersTooLarge)
+        );
+        assert_eq!(
+            run(b"0\r\nA: 123456789012345\r\n"),
+            Err(ChunkErrorKind::TrailersTooLarge)
+        );
+    }
+
+    #[test]
+    fn an_error_sticks() {
+        let mut decoder = ChunkedDecoder::new();
+        let error = decoder.decode(b"5 \r\n").expect_err("invalid size");
+        assert_eq!(decoder.decode(b"0\r\n\r\n"), Err(error.clone()));
+        assert_eq!(decoder.finish(), Err(error));
+    }
+
+    #[test]
+    fn data_borrows_from_input() {
+        let mut decoder = ChunkedDecoder::new();
+        let input = b"a\r\n01234";
+        assert_eq!(decoder.decode(input), Ok((8, Chunk::Data(b"01234"))));
+        assert_eq!(decoder.decode(b""), Ok((0, Chunk::NeedMore)));
+        assert_eq!(decoder.decode(b"56789\r\n"), Ok((5, Chunk::Data(b"56789"))));
+        assert_eq!(decoder.decode(b"\r\n"), Ok((2, Chunk::NeedMore)));
+    }
 }

@@ -220,6 +220,9 @@ mod tests {
         assert_eq!(RequestErrorKind::ConnectMethod.status(), 501);
         assert_eq!(RequestErrorKind::UnsupportedVersion.status(), 505);
         assert_eq!(RequestErrorKind::BareLf.status(), 400);
-        assert_eq!(RequestError::new(RequestErrorKind::BareLf).to_string(), "bare LF where CRLF is required");
+        assert_eq!(
+            RequestError::new(RequestErrorKind::BareLf).to_string(),
+            "bare LF where CRLF is required"
+        );
     }
 }

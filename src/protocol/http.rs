@@ -8,7 +8,9 @@
 //! so the answer does not depend on how the bytes were split across reads.
 
 use super::error::RequestErrorKind as Kind;
-use super::target::{split_target, target_authority};
+use super::policy::{apply_header_policy, first_header_error, is_token_byte};
+use super::policy::{parse_request_line, validate_header_line};
+use super::target::target_authority;
 
 pub use super::error::{RequestError, RequestErrorKind};
 pub use super::target::percent_decode;
@@ -16,13 +18,14 @@ pub use super::target::percent_decode;
 /// Size limits on a request head; a line limit of 0 means no limit of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// `--buffer-size`: the whole head, leading empty lines and final CRLF included.
+    /// `--buffer-size`: the whole head, leading empty lines and final CRLF
+    /// included. Always enforced (0 refuses every request).
     pub max_head_bytes: usize,
     /// `--limit-request-line`: the request line without its CRLF.
     pub max_request_line: usize,
     /// `--limit-request-fields`: header lines, names with `_` included.
     pub max_header_count: usize,
-    /// `--limit-request-field-size`: one header line without its CRLF.
+    /// `--limit-request-field-size`: one header line with its CRLF (as gunicorn counts).
     pub max_field_size: usize,
 }
 
@@ -44,7 +47,8 @@ pub enum BodyFraming {
     Empty,
     /// Exactly this many bytes follow the head.
     Length(u64),
-    /// A chunked body follows; decode it with `ChunkedDecoder`.
+    /// A chunked body follows; decode it with a
+    /// [`ChunkedDecoder`](super::chunked::ChunkedDecoder).
     Chunked,
 }
 
@@ -195,7 +199,9 @@ impl HeadParser {
         let window = &buf[..buf.len().min(self.limits.max_head_bytes)];
 
         if let Some(end) = self.scan_lines(window)? {
-            return self.build_head(&window[..end]).map(|head| Some((head, end)));
+            return self
+                .build_head(&window[..end])
+                .map(|head| Some((head, end)));
         }
 
         self.validate_complete_lines(window)?;
@@ -213,7 +219,7 @@ impl HeadParser {
     fn scan_lines(&mut self, window: &[u8]) -> Result<Option<usize>, RequestError> {
         let mut position = self.scan.scanned;
 
-        while let Some(offset) = window[position..].iter().position(|&byte| byte == b'\n') {
+        while let Some(offset) = find_line_feed(&window[position..]) {
             let line_feed = position + offset;
             match self.check_complete_line(window, line_feed) {
                 Ok(Line::End) => return Ok(Some(line_feed + 1)),
@@ -233,20 +239,39 @@ impl HeadParser {
     }
 
     /// The checks a line gets as soon as its LF arrives (syntax comes later).
-    fn check_complete_line(&mut self, window: &[u8], line_feed: usize) -> Result<Line, RequestError> {
+    ///
+    /// The checks a partial line already got come first, so that a limit hit
+    /// before the LF arrived and one found with it give the same answer.
+    fn check_complete_line(
+        &mut self,
+        window: &[u8],
+        line_feed: usize,
+    ) -> Result<Line, RequestError> {
         let start = self.scan.line_start;
-        if line_feed == start || window[line_feed - 1] != b'\r' {
-            return Err(Kind::BareLf.into());
-        }
-        let content = &window[start..line_feed - 1];
+        let line = &window[start..line_feed];
+        let content = line.strip_suffix(b"\r");
+        let ends_in_crlf = content.is_some();
+        let content = content.unwrap_or(line);
+        let require_crlf = || match ends_in_crlf {
+            true => Ok(()),
+            false => Err(RequestError::from(Kind::BareLf)),
+        };
 
         if self.scan.request_line_end.is_some() {
-            return self.check_header_line(content, true);
+            let kind = self.check_header_line(content)?;
+            require_crlf()?;
+            if matches!(kind, Line::Content) {
+                self.count_header_line()?;
+            }
+            return Ok(kind);
         }
         if content.is_empty() {
+            require_crlf()?;
             return Ok(Line::Leading);
         }
+
         self.check_request_line(content)?;
+        require_crlf()?;
         self.scan.head_start = Some(start);
         self.scan.request_line_end = Some(line_feed + 1);
         Ok(Line::Content)
@@ -262,7 +287,7 @@ impl HeadParser {
         }
 
         if self.scan.request_line_end.is_some() {
-            self.check_header_line(content, false).map(|_| ())
+            self.check_header_line(content).map(|_| ())
         } else {
             self.check_request_line(content)
         }
@@ -299,8 +324,8 @@ impl HeadParser {
         Ok(())
     }
 
-    /// Obs-fold, then the field size limit, then (for a complete line) the count limit.
-    fn check_header_line(&mut self, content: &[u8], complete: bool) -> Result<Line, RequestError> {
+    /// Obs-fold, then the field size limit, on all or part of a header line.
+    fn check_header_line(&self, content: &[u8]) -> Result<Line, RequestError> {
         if content.is_empty() {
             return Ok(Line::End);
         }
@@ -308,19 +333,25 @@ impl HeadParser {
             return Err(Kind::ObsoleteLineFolding.into());
         }
 
+        // The limit counts the line's CRLF, which a partial line will still get.
         let size_limit = self.limits.max_field_size;
-        if size_limit != 0 && content.len() > size_limit {
-            return Err(RequestError::over_limit(Kind::HeaderFieldTooLarge, size_limit));
-        }
-
-        if complete {
-            self.scan.header_lines += 1;
-            let count_limit = self.limits.max_header_count;
-            if count_limit != 0 && self.scan.header_lines > count_limit {
-                return Err(RequestError::over_limit(Kind::TooManyHeaders, count_limit));
-            }
+        if size_limit != 0 && content.len() + 2 > size_limit {
+            return Err(RequestError::over_limit(
+                Kind::HeaderFieldTooLarge,
+                size_limit,
+            ));
         }
         Ok(Line::Content)
+    }
+
+    /// The header count limit, once a header line is complete.
+    fn count_header_line(&mut self) -> Result<(), RequestError> {
+        self.scan.header_lines += 1;
+        let count_limit = self.limits.max_header_count;
+        if count_limit != 0 && self.scan.header_lines > count_limit {
+            return Err(RequestError::over_limit(Kind::TooManyHeaders, count_limit));
+        }
+        Ok(())
     }
 
     /// Syntax of the complete lines not yet checked, so that errors show early.
@@ -350,8 +381,14 @@ impl HeadParser {
 
     /// The complete head in `head` (from the buffer's start through CRLF CRLF).
     fn build_head(&self, head: &[u8]) -> Result<RequestHead, RequestError> {
-        let head_start = self.scan.head_start.expect("a complete head has a request line");
-        let line_end = self.scan.request_line_end.expect("a complete head has a request line");
+        let head_start = self
+            .scan
+            .head_start
+            .expect("a complete head has a request line");
+        let line_end = self
+            .scan
+            .request_line_end
+            .expect("a complete head has a request line");
         let request_line = parse_request_line(&head[head_start..line_end])?;
 
         let fields = &head[line_end..];
@@ -372,310 +409,574 @@ impl HeadParser {
     }
 }
 
-/// The request line's parts, borrowed from the buffer.
-struct RequestLine<'a> {
-    method: &'a str,
-    target: &'a [u8],
-    minor_version: u8,
-    path: &'a [u8],
-    query: &'a [u8],
+/// The position of the first LF, looking at 16 bytes at a time.
+fn find_line_feed(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 16;
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut offset = 0;
+
+    for block in blocks.by_ref() {
+        // A fold without early exit lets the compiler compare the block at once.
+        if block
+            .iter()
+            .fold(false, |found, &byte| found | (byte == b'\n'))
+        {
+            return block
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .map(|at| offset + at);
+        }
+        offset += BLOCK;
+    }
+    let rest = blocks.remainder();
+    rest.iter()
+        .position(|&byte| byte == b'\n')
+        .map(|at| offset + at)
 }
 
-/// Parses and checks one request line, `line` ending in CRLF.
-fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, RequestError> {
-    let mut no_headers = [];
-    let mut request = httparse::Request::new(&mut no_headers);
-    let content = &line[..line.len() - 2];
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    if let Err(error) = request.parse(line) {
-        return Err(classify_request_line_error(content, error).into());
-    }
-    let (Some(method), Some(target), Some(minor_version)) =
-        (request.method, request.path, request.version)
-    else {
-        return Err(classify_request_line_error(content, httparse::Error::Token).into());
-    };
+    /// Parses `bytes` whole, byte by byte with a [`HeadParser`] and byte by
+    /// byte with [`parse_head`], and checks that all three agree.
+    fn outcome_with(
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<Option<(RequestHead, usize)>, RequestError> {
+        let whole = parse_head(bytes, &limits);
 
-    if method.bytes().any(|byte| byte.is_ascii_lowercase()) {
-        return Err(Kind::LowercaseMethod.into());
-    }
-    if method == "CONNECT" {
-        return Err(Kind::ConnectMethod.into());
-    }
-    let parts = split_target(method, target.as_bytes())?;
-
-    Ok(RequestLine {
-        method,
-        target: target.as_bytes(),
-        minor_version,
-        path: parts.path,
-        query: parts.query,
-    })
-}
-
-/// Names what httparse refused in a request line (httparse only says where it stopped).
-fn classify_request_line_error(content: &[u8], error: httparse::Error) -> Kind {
-    if content.starts_with(b"PRI * HTTP/2.0") {
-        return Kind::Http2Preface;
-    }
-
-    let mut parts = content.split(|&byte| byte == b' ').skip(1);
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(target), None, _) if target.starts_with(b"/") => Kind::Http09,
-        (Some(target), Some(version), None) if !target.is_empty() && !version.is_empty() => {
-            if !is_acceptable_target(target) {
-                Kind::InvalidTarget
-            } else if error != httparse::Error::Version {
-                Kind::MalformedRequestLine
-            } else if is_version_shaped(version) {
-                Kind::UnsupportedVersion
-            } else {
-                Kind::MalformedVersion
+        let mut parser = HeadParser::new(limits);
+        let mut incremental = Ok(None);
+        for end in 1..=bytes.len() {
+            incremental = parser.parse(&bytes[..end]);
+            let stateless = parse_head(&bytes[..end], &limits);
+            assert_eq!(incremental, stateless, "at {end} bytes of {bytes:?}");
+            if !matches!(incremental, Ok(None)) {
+                break;
             }
         }
-        _ => Kind::MalformedRequestLine,
-    }
-}
-
-/// What httparse accepts in a target: visible ASCII and UTF-8 above it.
-fn is_acceptable_target(target: &[u8]) -> bool {
-    target.iter().all(|&byte| byte > b' ' && byte != 0x7f) && std::str::from_utf8(target).is_ok()
-}
-
-/// `HTTP/<digit>.<digit>`.
-fn is_version_shaped(version: &[u8]) -> bool {
-    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit())
-}
-
-/// Checks the syntax of one header line, `line` ending in CRLF.
-fn validate_header_line(line: &[u8]) -> Result<(), RequestError> {
-    let mut slot = [httparse::EMPTY_HEADER; 1];
-    match httparse::parse_headers(line, &mut slot) {
-        // Partial: httparse waits for the empty line that ends the head.
-        Ok(_) => Ok(()),
-        Err(error) => Err(classify_header_error(&line[..line.len() - 2], error).into()),
-    }
-}
-
-/// The first header line that fails on its own, for a precise reason.
-fn first_header_error(fields: &[u8]) -> RequestError {
-    fields
-        .split_inclusive(|&byte| byte == b'\n')
-        .find_map(|line| validate_header_line(line).err())
-        .unwrap_or_else(|| Kind::InvalidHeaderName.into())
-}
-
-fn classify_header_error(content: &[u8], error: httparse::Error) -> Kind {
-    if error == httparse::Error::HeaderValue {
-        return Kind::InvalidHeaderValue;
-    }
-    let name = match content.iter().position(|&byte| byte == b':') {
-        Some(colon) => &content[..colon],
-        None => return Kind::InvalidHeaderName,
-    };
-    let trimmed = name.trim_ascii_end();
-    if trimmed.len() < name.len() && !trimmed.is_empty() && trimmed.iter().all(|&b| is_token_byte(b)) {
-        Kind::WhitespaceBeforeColon
-    } else if error == httparse::Error::HeaderName || error == httparse::Error::Token {
-        Kind::InvalidHeaderName
-    } else {
-        Kind::InvalidHeaderValue
-    }
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
-/// What the framing-relevant headers said.
-#[derive(Default)]
-struct FramingFacts {
-    content_length: Option<u64>,
-    transfer_encoding: bool,
-    close: bool,
-    keep_alive: bool,
-    expect_continue: bool,
-    hosts: usize,
-    content_types: usize,
-}
-
-/// Drops `_` names, refuses ambiguous framing and builds the head.
-fn apply_header_policy(
-    line: RequestLine<'_>,
-    parsed: &[httparse::Header<'_>],
-) -> Result<RequestHead, RequestError> {
-    let kept = || parsed.iter().filter(|header| !header.name.contains('_'));
-
-    let mut facts = FramingFacts::default();
-    for header in kept() {
-        note_header(&mut facts, header)?;
-    }
-    let framing = decide_framing(&facts, line.minor_version, kept())?;
-
-    let headers = collect_headers(kept(), parsed.len());
-    let keep_alive = match line.minor_version {
-        1 => !facts.close,
-        _ => facts.keep_alive && !facts.close,
-    };
-
-    Ok(RequestHead {
-        method: line.method.into(),
-        target: line.target.into(),
-        path: line.path.into(),
-        query: line.query.into(),
-        minor_version: line.minor_version,
-        headers,
-        framing,
-        keep_alive,
-        expect_continue: facts.expect_continue && line.minor_version == 1,
-    })
-}
-
-/// Records what one kept header means for framing and connection handling.
-fn note_header(facts: &mut FramingFacts, header: &httparse::Header<'_>) -> Result<(), RequestError> {
-    let value = header.value;
-    if value.iter().any(|&byte| (byte < b' ' && byte != b'\t') || byte == 0x7f) {
-        return Err(Kind::InvalidHeaderValue.into());
+        assert_eq!(
+            whole, incremental,
+            "whole and byte by byte differ for {bytes:?}"
+        );
+        whole
     }
 
-    let name = header.name;
-    if name.eq_ignore_ascii_case("content-length") {
-        let length = parse_content_length(value)?;
-        if facts.content_length.is_some_and(|seen| seen != length) {
-            return Err(Kind::ConflictingContentLength.into());
+    fn outcome(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>, RequestError> {
+        outcome_with(bytes, Limits::default())
+    }
+
+    fn head(bytes: &[u8]) -> RequestHead {
+        let (head, consumed) = outcome(bytes).expect("accepted").expect("complete");
+        assert_eq!(consumed, bytes.len(), "head should span the whole input");
+        head
+    }
+
+    fn refused(bytes: &[u8]) -> RequestErrorKind {
+        outcome(bytes).expect_err("refused").kind()
+    }
+
+    fn names(head: &RequestHead) -> Vec<&[u8]> {
+        head.headers.iter().map(|header| &*header.name).collect()
+    }
+
+    #[test]
+    fn simple_get() {
+        let head = head(b"GET /a%20b?x=1#frag HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n");
+        assert_eq!(&*head.method, "GET");
+        assert_eq!(&*head.target, b"/a%20b?x=1#frag");
+        assert_eq!(&*head.path, b"/a%20b");
+        assert_eq!(&*head.query, b"x=1");
+        assert_eq!(head.minor_version, 1);
+        assert_eq!(names(&head), [&b"Host"[..], b"Accept"]);
+        assert_eq!(head.header("accept"), Some(&b"*/*"[..]));
+        assert_eq!(head.framing, BodyFraming::Empty);
+        assert!(head.keep_alive);
+        assert!(!head.expect_continue);
+    }
+
+    #[test]
+    fn consumed_stops_at_the_head() {
+        let bytes = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n";
+        let (head, consumed) = outcome(bytes).expect("accepted").expect("complete");
+        assert_eq!(&bytes[consumed..], b"abcGET / HTTP/1.1\r\n");
+        assert_eq!(head.framing, BodyFraming::Length(3));
+    }
+
+    #[test]
+    fn incomplete_head_needs_more() {
+        assert_eq!(outcome(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
+        assert_eq!(outcome(b"GET / HTTP/1.1\r\nHost: x\r\n\r"), Ok(None));
+        assert_eq!(outcome(b""), Ok(None));
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let bytes = b"\r\n\r\nGET / HTTP/1.0\r\n\r\n";
+        let (head, consumed) = outcome(bytes).expect("accepted").expect("complete");
+        assert_eq!(consumed, bytes.len());
+        assert_eq!(head.minor_version, 0);
+    }
+
+    #[test]
+    fn underscore_names_are_dropped() {
+        let bytes = b"GET / HTTP/1.0\r\nTransfer_Encoding: x\r\n\
+            Content-Length: 7\r\nContent_Length: -1\r\n\r\n";
+        let head = head(bytes);
+        assert_eq!(names(&head), [&b"Content-Length"[..]]);
+        assert_eq!(head.framing, BodyFraming::Length(7));
+    }
+
+    #[test]
+    fn values_are_trimmed_and_may_hold_obs_text() {
+        let head = head(b"GET / HTTP/1.1\r\nName: \t value \t \r\nX: caf\xc3\xa9\r\nE:\r\n\r\n");
+        assert_eq!(head.header("name"), Some(&b"value"[..]));
+        assert_eq!(head.header("x"), Some(&b"caf\xc3\xa9"[..]));
+        assert_eq!(head.header("e"), Some(&b""[..]));
+    }
+
+    #[test]
+    fn content_length_must_be_plain_digits() {
+        for value in [
+            "-1",
+            "+1",
+            "-0",
+            "0_1",
+            "1 2",
+            "5, 5",
+            "abc",
+            "",
+            "0x10",
+            "18446744073709551616",
+        ] {
+            let bytes = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+            assert_eq!(
+                refused(bytes.as_bytes()),
+                RequestErrorKind::InvalidContentLength,
+                "{value}"
+            );
         }
-        facts.content_length = Some(length);
-    } else if name.eq_ignore_ascii_case("transfer-encoding") {
-        facts.transfer_encoding = true;
-    } else if name.eq_ignore_ascii_case("connection") {
-        for option in list_elements(value) {
-            facts.close |= option.eq_ignore_ascii_case(b"close");
-            facts.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+        let head = head(b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(head.framing, BodyFraming::Length(u64::MAX));
+    }
+
+    #[test]
+    fn repeated_content_length() {
+        let conflicting = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(
+            refused(conflicting),
+            RequestErrorKind::ConflictingContentLength
+        );
+
+        let identical = head(b"POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n");
+        assert_eq!(names(&identical), [&b"Content-Length"[..]]);
+        assert_eq!(identical.framing, BodyFraming::Length(2));
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_refused() {
+        let bytes = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            refused(bytes),
+            RequestErrorKind::ContentLengthWithTransferEncoding
+        );
+        assert_eq!(outcome(bytes).expect_err("refused").status(), 400);
+    }
+
+    #[test]
+    fn only_a_single_final_chunked_is_accepted() {
+        let te = |value: &str| format!("POST / HTTP/1.1\r\nTransfer-Encoding: {value}\r\n\r\n");
+        assert_eq!(head(te("chunked").as_bytes()).framing, BodyFraming::Chunked);
+        assert_eq!(
+            head(te(" Chunked ").as_bytes()).framing,
+            BodyFraming::Chunked
+        );
+
+        let cases = [
+            ("gzip, chunked", RequestErrorKind::UnsupportedTransferCoding),
+            (
+                "identity, chunked",
+                RequestErrorKind::UnsupportedTransferCoding,
+            ),
+            (
+                "x;q=1, chunked",
+                RequestErrorKind::UnsupportedTransferCoding,
+            ),
+            ("identity", RequestErrorKind::ChunkedNotFinal),
+            ("gzip", RequestErrorKind::ChunkedNotFinal),
+            ("chunked, chunked", RequestErrorKind::ChunkedNotFinal),
+            ("chunked, gzip", RequestErrorKind::ChunkedNotFinal),
+            ("chunked;x=1", RequestErrorKind::MalformedTransferEncoding),
+            (", chunked", RequestErrorKind::MalformedTransferEncoding),
+            ("", RequestErrorKind::MalformedTransferEncoding),
+            ("chu\"nked", RequestErrorKind::MalformedTransferEncoding),
+        ];
+        for (value, kind) in cases {
+            assert_eq!(refused(te(value).as_bytes()), kind, "{value:?}");
         }
-    } else if name.eq_ignore_ascii_case("expect") {
-        facts.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-    } else if name.eq_ignore_ascii_case("host") {
-        facts.hosts += 1;
-    } else if name.eq_ignore_ascii_case("content-type") {
-        facts.content_types += 1;
-    }
-    Ok(())
-}
-
-/// A plain decimal number: no sign, no spaces, no list, no overflow.
-fn parse_content_length(value: &[u8]) -> Result<u64, RequestError> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return Err(Kind::InvalidContentLength.into());
-    }
-    value
-        .iter()
-        .try_fold(0u64, |total, &digit| {
-            total.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-        })
-        .ok_or_else(|| Kind::InvalidContentLength.into())
-}
-
-/// Refuses what could be read two ways, then says how the body is delimited.
-fn decide_framing<'h>(
-    facts: &FramingFacts,
-    minor_version: u8,
-    kept: impl Iterator<Item = &'h httparse::Header<'h>>,
-) -> Result<BodyFraming, RequestError> {
-    if facts.hosts > 1 {
-        return Err(Kind::DuplicateHost.into());
-    }
-    if facts.content_types > 1 {
-        return Err(Kind::DuplicateContentType.into());
+        assert_eq!(RequestErrorKind::UnsupportedTransferCoding.status(), 501);
     }
 
-    if !facts.transfer_encoding {
-        return Ok(match facts.content_length {
-            None | Some(0) => BodyFraming::Empty,
-            Some(length) => BodyFraming::Length(length),
-        });
-    }
-    if minor_version == 0 {
-        return Err(Kind::TransferEncodingInHttp10.into());
-    }
-    if facts.content_length.is_some() {
-        return Err(Kind::ContentLengthWithTransferEncoding.into());
+    #[test]
+    fn transfer_encoding_lists_span_header_lines() {
+        let split =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(refused(split), RequestErrorKind::UnsupportedTransferCoding);
+        let twice =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(refused(twice), RequestErrorKind::ChunkedNotFinal);
     }
 
-    let codings = kept
-        .filter(|header| header.name.eq_ignore_ascii_case("transfer-encoding"))
-        .flat_map(|header| header.value.split(|&byte| byte == b','));
-    check_transfer_codings(codings)?;
-    Ok(BodyFraming::Chunked)
-}
+    #[test]
+    fn transfer_encoding_in_http10_is_refused() {
+        let bytes = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(refused(bytes), RequestErrorKind::TransferEncodingInHttp10);
+    }
 
-/// Only a single, final `chunked` is accepted (RFC 9112 section 6.1 and 6.3).
-fn check_transfer_codings<'v>(codings: impl Iterator<Item = &'v [u8]>) -> Result<(), RequestError> {
-    let mut chunked_count = 0;
-    let mut last_is_chunked = false;
-    let mut others = false;
+    #[test]
+    fn whitespace_before_colon_is_refused() {
+        let bytes = b"GET / HTTP/1.1\r\nContent-Length : 3\r\n\r\n";
+        assert_eq!(refused(bytes), RequestErrorKind::WhitespaceBeforeColon);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nA\t: 3\r\n\r\n"),
+            RequestErrorKind::WhitespaceBeforeColon
+        );
+    }
 
-    for element in codings {
-        let element = trim_ows(element);
-        let (name, parameters) = match element.iter().position(|&byte| byte == b';') {
-            Some(semicolon) => (trim_ows(&element[..semicolon]), true),
-            None => (element, false),
+    #[test]
+    fn obs_fold_is_refused() {
+        let bytes = b"GET / HTTP/1.1\r\nLong: one\r\n two\r\n\r\n";
+        assert_eq!(refused(bytes), RequestErrorKind::ObsoleteLineFolding);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\n\tx: y\r\n\r\n"),
+            RequestErrorKind::ObsoleteLineFolding
+        );
+    }
+
+    #[test]
+    fn bare_lf_is_refused() {
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\nHost: x\r\n\r\n"),
+            RequestErrorKind::BareLf
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: x\n\r\n"),
+            RequestErrorKind::BareLf
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nHost: x\r\n\n"),
+            RequestErrorKind::BareLf
+        );
+        assert_eq!(
+            refused(b"\nGET / HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::BareLf
+        );
+        let smuggled = b"GET / HTTP/1.1\r\nNewline: a\nContent-Length: 26\r\n\r\n";
+        assert_eq!(refused(smuggled), RequestErrorKind::BareLf);
+    }
+
+    #[test]
+    fn bare_cr_is_refused() {
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"),
+            RequestErrorKind::InvalidHeaderValue
+        );
+        assert_eq!(
+            refused(b"GET /\r HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::InvalidTarget
+        );
+    }
+
+    #[test]
+    fn connect_is_not_supported() {
+        let error = outcome(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n").expect_err("refused");
+        assert_eq!(error.kind(), RequestErrorKind::ConnectMethod);
+        assert_eq!(error.status(), 501);
+    }
+
+    #[test]
+    fn methods_must_be_upper_case_tokens() {
+        assert_eq!(
+            refused(b"get / HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::LowercaseMethod
+        );
+        assert_eq!(
+            refused(b"-blargh / HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::LowercaseMethod
+        );
+        assert_eq!(
+            refused(b"GET: / HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::InvalidMethod
+        );
+        assert_eq!(
+            refused(b"GET\x00 / HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::InvalidMethod
+        );
+        assert_eq!(
+            refused(b" GET / HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::InvalidMethod
+        );
+        assert_eq!(&*head(b"M-SEARCH / HTTP/1.1\r\n\r\n").method, "M-SEARCH");
+    }
+
+    #[test]
+    fn garbage_is_refused_before_a_line_ends() {
+        let tls_hello = b"\x16\x03\x01\x02\x00";
+        let error = parse_head(tls_hello, &Limits::default()).expect_err("refused");
+        assert_eq!(error.kind(), RequestErrorKind::InvalidMethod);
+    }
+
+    #[test]
+    fn control_bytes_are_refused() {
+        assert_eq!(
+            refused(b"GET /a\x00b HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::InvalidTarget
+        );
+        assert_eq!(
+            refused(b"GET /a\x01b HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::InvalidTarget
+        );
+        assert_eq!(
+            refused(b"GET /\xff HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::InvalidTarget
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nX: a\x07b\r\n\r\n"),
+            RequestErrorKind::InvalidHeaderValue
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n"),
+            RequestErrorKind::InvalidHeaderValue
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n"),
+            RequestErrorKind::InvalidHeaderValue
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nb\x00z: a\r\n\r\n"),
+            RequestErrorKind::InvalidHeaderName
+        );
+        assert_eq!(
+            head(b"GET / HTTP/1.1\r\nX: a\tb\r\n\r\n").header("x"),
+            Some(&b"a\tb"[..])
+        );
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(head(b"GET / HTTP/1.1\r\n\r\n").header("host"), None);
+        let twice = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(refused(twice), RequestErrorKind::DuplicateHost);
+        let types = b"GET / HTTP/1.1\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n";
+        assert_eq!(refused(types), RequestErrorKind::DuplicateContentType);
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            refused(b"GET / HTTP/2.0\r\n\r\n"),
+            RequestErrorKind::UnsupportedVersion
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.2\r\n\r\n"),
+            RequestErrorKind::UnsupportedVersion
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/0.99\r\n\r\n"),
+            RequestErrorKind::MalformedVersion
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/111\r\n\r\n"),
+            RequestErrorKind::MalformedVersion
+        );
+        assert_eq!(
+            refused(b"GET / FTP/1.1\r\n\r\n"),
+            RequestErrorKind::MalformedVersion
+        );
+        assert_eq!(refused(b"GET /\r\n\r\n"), RequestErrorKind::Http09);
+        assert_eq!(
+            refused(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            RequestErrorKind::Http2Preface
+        );
+        assert_eq!(
+            refused(b"GET HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::MalformedRequestLine
+        );
+        assert_eq!(
+            refused(b"GET  / HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::MalformedRequestLine
+        );
+        assert_eq!(
+            refused(b"GET / HTTP/1.1 \r\n\r\n"),
+            RequestErrorKind::MalformedRequestLine
+        );
+        assert_eq!(RequestErrorKind::UnsupportedVersion.status(), 505);
+    }
+
+    #[test]
+    fn target_forms() {
+        let absolute = head(b"GET http://u:p@example.com:8080/foo?q=1 HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (&*absolute.path, &*absolute.query),
+            (&b"/foo"[..], &b"q=1"[..])
+        );
+        assert_eq!(absolute.target_authority(), Some(&b"example.com:8080"[..]));
+        assert_eq!(head(b"OPTIONS * HTTP/1.1\r\n\r\n").path, b"*"[..].into());
+        assert_eq!(
+            refused(b"GET * HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::AsteriskWithoutOptions
+        );
+        assert_eq!(
+            refused(b"GET foo/bar HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::UnsupportedTargetForm
+        );
+        assert_eq!(
+            refused(b"PUT s://]ufd/: HTTP/1.1\r\n\r\n"),
+            RequestErrorKind::UnsupportedScheme
+        );
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!head(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!head(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive);
+        assert!(!head(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(head(b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn expect_continue_only_on_http11() {
+        assert!(
+            head(b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+                .expect_continue
+        );
+        assert!(
+            !head(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+                .expect_continue
+        );
+    }
+
+    #[test]
+    fn request_line_limit_gives_414() {
+        let limits = Limits {
+            max_request_line: 16,
+            ..Limits::default()
         };
-        if name.is_empty() || !name.iter().all(|&byte| is_token_byte(byte)) {
-            return Err(Kind::MalformedTransferEncoding.into());
+        let long = b"GET /0123456789abc HTTP/1.1\r\n\r\n";
+        let error = outcome_with(long, limits).expect_err("refused");
+        assert_eq!((error.status(), error.limit()), (414, Some(16)));
+        // Refused before the line ends.
+        assert!(parse_head(&long[..17], &limits).is_err());
+        assert!(outcome_with(b"GET /01 HTTP/1.1\r\n\r\n", limits).is_ok());
+        let unlimited = Limits {
+            max_request_line: 0,
+            ..Limits::default()
+        };
+        assert!(outcome_with(long, unlimited).is_ok());
+    }
+
+    #[test]
+    fn field_size_limit_gives_431() {
+        let limits = Limits {
+            max_field_size: 10,
+            ..Limits::default()
+        };
+        assert!(outcome_with(b"GET / HTTP/1.1\r\nA: 12345\r\n\r\n", limits).is_ok());
+        let error =
+            outcome_with(b"GET / HTTP/1.1\r\nA: 123456\r\n\r\n", limits).expect_err("refused");
+        assert_eq!(
+            (error.kind(), error.status()),
+            (RequestErrorKind::HeaderFieldTooLarge, 431)
+        );
+        assert!(parse_head(b"GET / HTTP/1.1\r\nA: 123456", &limits).is_err());
+    }
+
+    #[test]
+    fn header_count_limit_gives_431() {
+        let limits = Limits {
+            max_header_count: 2,
+            ..Limits::default()
+        };
+        assert!(outcome_with(b"GET / HTTP/1.1\r\nA: 1\r\nB_: 2\r\n\r\n", limits).is_ok());
+        let error = outcome_with(b"GET / HTTP/1.1\r\nA: 1\r\nB_: 2\r\nC: 3\r\n\r\n", limits)
+            .expect_err("refused");
+        assert_eq!(
+            (error.kind(), error.status()),
+            (RequestErrorKind::TooManyHeaders, 431)
+        );
+    }
+
+    #[test]
+    fn head_size_limit_gives_431() {
+        let bytes = b"GET / HTTP/1.1\r\nA: 1\r\n\r\n";
+        let exact = Limits {
+            max_head_bytes: bytes.len(),
+            ..Limits::default()
+        };
+        assert!(outcome_with(bytes, exact).is_ok());
+        let short = Limits {
+            max_head_bytes: bytes.len() - 1,
+            ..Limits::default()
+        };
+        let error = outcome_with(bytes, short).expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "request head larger than --buffer-size ({})",
+                bytes.len() - 1
+            )
+        );
+        // Bytes after the head do not count.
+        let with_body = b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n";
+        let tight = Limits {
+            max_head_bytes: with_body.len(),
+            ..Limits::default()
+        };
+        let mut buffer = with_body.to_vec();
+        buffer.extend_from_slice(&[b'x'; 100]);
+        assert!(parse_head(&buffer, &tight).expect("accepted").is_some());
+    }
+
+    #[test]
+    fn the_first_error_in_wire_order_wins() {
+        // A syntax error on line 2 comes before the size limit on line 3.
+        let limits = Limits {
+            max_field_size: 10,
+            ..Limits::default()
+        };
+        let bytes = b"GET / HTTP/1.1\r\nA : 1\r\nB: 1234567890\r\n\r\n";
+        assert_eq!(
+            outcome_with(bytes, limits).expect_err("refused").kind(),
+            RequestErrorKind::WhitespaceBeforeColon
+        );
+        let bytes = b"get / HTTP/1.1\r\nA: 1\r\n two\r\n\r\n";
+        assert_eq!(refused(bytes), RequestErrorKind::LowercaseMethod);
+    }
+
+    #[test]
+    fn large_heads_parse_incrementally() {
+        let mut bytes = b"GET / HTTP/1.1\r\n".to_vec();
+        for index in 0..2000 {
+            bytes.extend_from_slice(format!("X-Header-{index}: value {index}\r\n").as_bytes());
         }
+        bytes.extend_from_slice(b"\r\n");
+        let limits = Limits {
+            max_head_bytes: 1 << 20,
+            max_header_count: 0,
+            ..Limits::default()
+        };
 
-        last_is_chunked = name.eq_ignore_ascii_case(b"chunked");
-        if last_is_chunked && parameters {
-            return Err(Kind::MalformedTransferEncoding.into());
-        }
-        chunked_count += usize::from(last_is_chunked);
-        others |= !last_is_chunked;
-    }
-
-    if chunked_count != 1 || !last_is_chunked {
-        return Err(Kind::ChunkedNotFinal.into());
-    }
-    if others {
-        return Err(Kind::UnsupportedTransferCoding.into());
-    }
-    Ok(())
-}
-
-/// Copies the kept headers, keeping a repeated identical Content-Length once.
-fn collect_headers<'h>(
-    kept: impl Iterator<Item = &'h httparse::Header<'h>>,
-    capacity: usize,
-) -> Vec<Header> {
-    let mut headers = Vec::with_capacity(capacity);
-    let mut content_length_seen = false;
-
-    for header in kept {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            if content_length_seen {
-                continue;
+        let mut parser = HeadParser::new(limits);
+        let mut result = None;
+        for end in 1..=bytes.len() {
+            if let Some(done) = parser.parse(&bytes[..end]).expect("accepted") {
+                result = Some(done);
+                break;
             }
-            content_length_seen = true;
         }
-        headers.push(Header {
-            name: header.name.as_bytes().into(),
-            value: header.value.into(),
-        });
+        let (head, consumed) = result.expect("complete");
+        assert_eq!((head.headers.len(), consumed), (2000, bytes.len()));
     }
-    headers
-}
-
-/// The non-empty elements of a comma-separated list, trimmed.
-fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&byte| byte == b',')
-        .map(trim_ows)
-        .filter(|element| !element.is_empty())
-}
-
-fn trim_ows(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |last| last + 1);
-    &bytes[start..end]
 }

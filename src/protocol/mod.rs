@@ -3,10 +3,28 @@
 //! No sockets and no Python here: each parser takes bytes and says what they
 //! are, what is still missing, or why the request is refused. The policy is
 //! DESIGN.md section 6: framing ambiguities are refused, never guessed.
+//!
+//! ```
+//! use mercy::protocol::{BodyFraming, Chunk, ChunkedDecoder, HeadParser, Limits};
+//!
+//! let wire = b"POST /upload?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+//!              5\r\nhello\r\n0\r\n\r\n";
+//! let mut parser = HeadParser::new(Limits::default());
+//! let (head, consumed) = parser.parse(wire)?.expect("the whole head is there");
+//! assert_eq!((&*head.method, &*head.path, &*head.query), ("POST", &b"/upload"[..], &b"x=1"[..]));
+//! assert_eq!(head.framing, BodyFraming::Chunked);
+//!
+//! let mut decoder = ChunkedDecoder::new();
+//! let (used, chunk) = decoder.decode(&wire[consumed..])?;
+//! assert_eq!(chunk, Chunk::Data(b"hello"));
+//! assert_eq!(decoder.decode(&wire[consumed + used..])?, (7, Chunk::End));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-mod error;
 pub mod chunked;
+mod error;
 pub mod http;
+mod policy;
 pub mod proxy;
 mod target;
 

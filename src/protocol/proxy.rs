@@ -112,7 +112,10 @@ fn parse_v1_fields(line: &str) -> Option<ProxyHeader> {
 
     Some(ProxyHeader {
         source: Some(SocketAddr::new(source, parse_v1_port(source_port)?)),
-        destination: Some(SocketAddr::new(destination, parse_v1_port(destination_port)?)),
+        destination: Some(SocketAddr::new(
+            destination,
+            parse_v1_port(destination_port)?,
+        )),
     })
 }
 
@@ -162,13 +165,21 @@ fn parse_v2_addresses(family: u8, block: &[u8]) -> Option<ProxyHeader> {
             let block = block.get(..12)?;
             let source: [u8; 4] = block[0..4].try_into().ok()?;
             let destination: [u8; 4] = block[4..8].try_into().ok()?;
-            (IpAddr::from(source), IpAddr::from(destination), &block[8..12])
+            (
+                IpAddr::from(source),
+                IpAddr::from(destination),
+                &block[8..12],
+            )
         }
         2 => {
             let block = block.get(..36)?;
             let source: [u8; 16] = block[0..16].try_into().ok()?;
             let destination: [u8; 16] = block[16..32].try_into().ok()?;
-            (IpAddr::from(source), IpAddr::from(destination), &block[32..36])
+            (
+                IpAddr::from(source),
+                IpAddr::from(destination),
+                &block[32..36],
+            )
         }
         _ => return Some(ProxyHeader::UNKNOWN),
     };
@@ -179,4 +190,160 @@ fn parse_v2_addresses(family: u8, block: &[u8]) -> Option<ProxyHeader> {
         source: Some(SocketAddr::new(source, source_port)),
         destination: Some(SocketAddr::new(destination, destination_port)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str) -> Option<SocketAddr> {
+        Some(text.parse().expect("test address"))
+    }
+
+    fn v2(command: u8, family: u8, block: &[u8]) -> Vec<u8> {
+        let mut bytes = V2_SIGNATURE.to_vec();
+        bytes.push(0x20 | command);
+        bytes.push(family);
+        let length = u16::try_from(block.len()).expect("short block");
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.extend_from_slice(block);
+        bytes
+    }
+
+    #[test]
+    fn v1_tcp4() {
+        let bytes = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET /";
+        let (header, consumed) = parse_proxy(bytes).expect("valid").expect("complete");
+        assert_eq!(header.source, address("192.168.0.1:56324"));
+        assert_eq!(header.destination, address("192.168.0.11:443"));
+        assert_eq!(&bytes[consumed..], b"GET /");
+    }
+
+    #[test]
+    fn v1_tcp6_and_unknown() {
+        let (header, _) = parse_proxy(b"PROXY TCP6 ::1 2001:db8::2 1 2\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(header.source, address("[::1]:1"));
+        let (header, consumed) = parse_proxy(b"PROXY UNKNOWN ff 1\r\nx")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!((header, consumed), (ProxyHeader::UNKNOWN, 20));
+        assert!(parse_proxy(b"PROXY UNKNOWN\r\n").expect("valid").is_some());
+    }
+
+    #[test]
+    fn v1_needs_the_whole_line() {
+        let bytes = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n";
+        for end in 0..bytes.len() {
+            assert_eq!(parse_proxy(&bytes[..end]), Ok(None), "at {end}");
+        }
+    }
+
+    #[test]
+    fn v1_malformed() {
+        for bad in [
+            &b"PROXY TCP4 192.168.0.1 192.16...\r\n"[..],
+            b"PROXY TCP4 not-an-ip 192.168.0.11 56324 443\r\n",
+            b"PROXY TCP4 192.168.0.1  192.168.0.11 1 2\r\n",
+            b"PROXY TCP4 ::1 ::1 1 2\r\n",
+            b"PROXY TCP6 1.2.3.4 1.2.3.4 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 +1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 01 2\r\n",
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 65536 2\r\n",
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n",
+            b"PROXY UDP4 1.2.3.4 1.2.3.4 1 2\r\n",
+            b"PROXY /index HTTP/1.1\r\n",
+        ] {
+            let error = parse_proxy(bad).expect_err("malformed");
+            assert_eq!(
+                (error.kind(), error.status()),
+                (RequestErrorKind::InvalidProxyV1, 400),
+                "{bad:?}"
+            );
+        }
+        let endless = [b"PROXY ".as_slice(), &[b'x'; 101]].concat();
+        assert!(parse_proxy(&endless).is_err());
+    }
+
+    #[test]
+    fn v2_inet_and_inet6() {
+        let mut block = vec![192, 168, 1, 10, 192, 168, 1, 1];
+        block.extend_from_slice(&12345u16.to_be_bytes());
+        block.extend_from_slice(&443u16.to_be_bytes());
+        let mut bytes = v2(1, 0x11, &block);
+        bytes.extend_from_slice(b"GET");
+        let (header, consumed) = parse_proxy(&bytes).expect("valid").expect("complete");
+        assert_eq!(header.source, address("192.168.1.10:12345"));
+        assert_eq!(header.destination, address("192.168.1.1:443"));
+        assert_eq!(&bytes[consumed..], b"GET");
+
+        let mut block = [0u8; 36];
+        block[15] = 1;
+        block[31] = 2;
+        block[35] = 80;
+        let (header, _) = parse_proxy(&v2(1, 0x21, &block))
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(header.source, address("[::1]:0"));
+        assert_eq!(header.destination, address("[::2]:80"));
+    }
+
+    #[test]
+    fn v2_local_unspec_and_tlvs() {
+        let (header, consumed) = parse_proxy(&v2(0, 0x11, &[0; 12]))
+            .expect("valid")
+            .expect("complete");
+        assert_eq!((header, consumed), (ProxyHeader::UNKNOWN, 28));
+        let (header, _) = parse_proxy(&v2(1, 0x00, &[]))
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(header, ProxyHeader::UNKNOWN);
+        // A TLV after the addresses is skipped.
+        let mut block = vec![1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2];
+        block.extend_from_slice(&[0x04, 0x00, 0x01, 0xff]);
+        let (header, consumed) = parse_proxy(&v2(1, 0x11, &block))
+            .expect("valid")
+            .expect("complete");
+        assert_eq!((header.source, consumed), (address("1.2.3.4:1"), 32));
+    }
+
+    #[test]
+    fn v2_needs_the_whole_header() {
+        let bytes = v2(1, 0x11, &[0; 12]);
+        for end in 0..bytes.len() {
+            assert_eq!(parse_proxy(&bytes[..end]), Ok(None), "at {end}");
+        }
+    }
+
+    #[test]
+    fn v2_malformed() {
+        let mut wrong_version = v2(1, 0x11, &[0; 12]);
+        wrong_version[12] = 0x11;
+        for bad in [
+            wrong_version,
+            v2(2, 0x11, &[0; 12]),
+            v2(1, 0x41, &[0; 12]),
+            v2(1, 0x13, &[0; 12]),
+            v2(1, 0x11, &[0; 8]),
+            v2(1, 0x21, &[0; 12]),
+        ] {
+            let error = parse_proxy(&bad).expect_err("malformed");
+            assert_eq!(error.kind(), RequestErrorKind::InvalidProxyV2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn presence_is_decided_by_the_signature() {
+        assert_eq!(proxy_header_present(b""), None);
+        assert_eq!(proxy_header_present(b"PROX"), None);
+        assert_eq!(proxy_header_present(b"PROXY "), Some(true));
+        assert_eq!(proxy_header_present(b"POST /"), Some(false));
+        assert_eq!(proxy_header_present(b"\r\n\r\n"), None);
+        assert_eq!(proxy_header_present(b"\r\n\r\nGET"), Some(false));
+        assert_eq!(proxy_header_present(V2_SIGNATURE), Some(true));
+        assert_eq!(proxy_header_present(b"GET / HTTP/1.1"), Some(false));
+        let error = parse_proxy(b"GET / HTTP/1.1\r\n").expect_err("required");
+        assert_eq!(error.kind(), RequestErrorKind::MissingProxyHeader);
+    }
 }

@@ -20,7 +20,10 @@ pub(crate) fn split_target<'a>(
     method: &str,
     target: &'a [u8],
 ) -> Result<TargetParts<'a>, RequestErrorKind> {
-    if target.iter().any(|&byte| byte <= b' ' || byte == 0x7f) {
+    let invalid = target.iter().fold(false, |found, &byte| {
+        found | (byte <= b' ') | (byte == 0x7f)
+    });
+    if invalid {
         return Err(RequestErrorKind::InvalidTarget);
     }
 
@@ -247,32 +250,83 @@ mod tests {
     #[test]
     fn absolute_form_keeps_path_and_query() {
         let expected = (b"/foo".to_vec(), b"q=1".to_vec());
-        assert_eq!(parts("GET", b"http://example.com/foo?q=1"), Ok(expected.clone()));
-        assert_eq!(parts("GET", b"HTTPS://user:pass@example.com:8080/foo?q=1"), Ok(expected));
-        assert_eq!(parts("GET", b"http://[::1]:80"), Ok((b"/".to_vec(), vec![])));
-        assert_eq!(parts("GET", b"http://example.com?q"), Ok((b"/".to_vec(), b"q".to_vec())));
+        assert_eq!(
+            parts("GET", b"http://example.com/foo?q=1"),
+            Ok(expected.clone())
+        );
+        assert_eq!(
+            parts("GET", b"HTTPS://user:pass@example.com:8080/foo?q=1"),
+            Ok(expected)
+        );
+        assert_eq!(
+            parts("GET", b"http://[::1]:80"),
+            Ok((b"/".to_vec(), vec![]))
+        );
+        assert_eq!(
+            parts("GET", b"http://example.com?q"),
+            Ok((b"/".to_vec(), b"q".to_vec()))
+        );
     }
 
     #[test]
     fn absolute_form_refuses_bad_scheme_or_host() {
-        assert_eq!(parts("PUT", b"s://]ufd/:"), Err(RequestErrorKind::UnsupportedScheme));
-        assert_eq!(parts("GET", b"http://]ufd/"), Err(RequestErrorKind::InvalidAuthority));
-        assert_eq!(parts("GET", b"http:///foo"), Err(RequestErrorKind::InvalidAuthority));
-        assert_eq!(parts("GET", b"http://a:b/"), Err(RequestErrorKind::InvalidAuthority));
-        assert_eq!(parts("GET", b"http://a:123456/"), Err(RequestErrorKind::InvalidAuthority));
-        assert_eq!(parts("GET", b"http://a:65536/"), Err(RequestErrorKind::InvalidAuthority));
-        assert_eq!(parts("GET", b"http://a@b@c/"), Err(RequestErrorKind::InvalidAuthority));
-        assert_eq!(parts("GET", b"http://[::1/"), Err(RequestErrorKind::InvalidAuthority));
+        assert_eq!(
+            parts("PUT", b"s://]ufd/:"),
+            Err(RequestErrorKind::UnsupportedScheme)
+        );
+        assert_eq!(
+            parts("GET", b"http://]ufd/"),
+            Err(RequestErrorKind::InvalidAuthority)
+        );
+        assert_eq!(
+            parts("GET", b"http:///foo"),
+            Err(RequestErrorKind::InvalidAuthority)
+        );
+        assert_eq!(
+            parts("GET", b"http://a:b/"),
+            Err(RequestErrorKind::InvalidAuthority)
+        );
+        assert_eq!(
+            parts("GET", b"http://a:123456/"),
+            Err(RequestErrorKind::InvalidAuthority)
+        );
+        assert_eq!(
+            parts("GET", b"http://a:65536/"),
+            Err(RequestErrorKind::InvalidAuthority)
+        );
+        assert_eq!(
+            parts("GET", b"http://a@b@c/"),
+            Err(RequestErrorKind::InvalidAuthority)
+        );
+        assert_eq!(
+            parts("GET", b"http://[::1/"),
+            Err(RequestErrorKind::InvalidAuthority)
+        );
     }
 
     #[test]
     fn other_forms_are_refused() {
-        assert_eq!(parts("GET", b"*"), Err(RequestErrorKind::AsteriskWithoutOptions));
+        assert_eq!(
+            parts("GET", b"*"),
+            Err(RequestErrorKind::AsteriskWithoutOptions)
+        );
         assert_eq!(parts("OPTIONS", b"*"), Ok((b"*".to_vec(), vec![])));
-        assert_eq!(parts("GET", b"example.com:443"), Err(RequestErrorKind::UnsupportedTargetForm));
-        assert_eq!(parts("GET", b"foo/bar"), Err(RequestErrorKind::UnsupportedTargetForm));
-        assert_eq!(parts("GET", b"/a\x01"), Err(RequestErrorKind::InvalidTarget));
-        assert_eq!(parts("GET", b"/a\x7f"), Err(RequestErrorKind::InvalidTarget));
+        assert_eq!(
+            parts("GET", b"example.com:443"),
+            Err(RequestErrorKind::UnsupportedTargetForm)
+        );
+        assert_eq!(
+            parts("GET", b"foo/bar"),
+            Err(RequestErrorKind::UnsupportedTargetForm)
+        );
+        assert_eq!(
+            parts("GET", b"/a\x01"),
+            Err(RequestErrorKind::InvalidTarget)
+        );
+        assert_eq!(
+            parts("GET", b"/a\x7f"),
+            Err(RequestErrorKind::InvalidTarget)
+        );
     }
 
     #[test]

@@ -13,6 +13,9 @@ use crate::wsgi;
 
 const MERCY_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/__init__.py"), "\0"));
 const PREPARE_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_prepare.py"), "\0"));
+const UWSGI_MODULE: &CStr = embedded(concat!(include_str!("../../python/compat/uwsgi.py"), "\0"));
+const UWSGIDECORATORS_MODULE: &CStr =
+    embedded(concat!(include_str!("../../python/compat/uwsgidecorators.py"), "\0"));
 const GEVENT_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_gevent.py"), "\0"));
 const WORKER_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_worker.py"), "\0"));
 
@@ -103,7 +106,8 @@ pub struct PythonSide {
     pub gevent: Option<Py<PyModule>>,
 }
 
-/// Registers `_mercy`, `mercy` and mercy's worker module.
+/// Registers `_mercy`, `mercy`, mercy's worker module, and the `uwsgi` and
+/// `uwsgidecorators` compatibility modules.
 pub fn register_modules(py: Python<'_>) -> PyResult<PythonSide> {
     let modules = py.import("sys")?.getattr("modules")?;
     let native = wsgi::native_module(py)?;
@@ -113,6 +117,15 @@ pub fn register_modules(py: Python<'_>) -> PyResult<PythonSide> {
     let worker = PyModule::from_code(py, WORKER_MODULE, c"mercy/_worker.py", c"mercy._worker")?;
     modules.set_item("mercy._worker", &worker)?;
     mercy.setattr("_worker", &worker)?;
+    let uwsgi = PyModule::from_code(py, UWSGI_MODULE, c"uwsgi.py", c"uwsgi")?;
+    modules.set_item("uwsgi", &uwsgi)?;
+    let decorators = PyModule::from_code(
+        py,
+        UWSGIDECORATORS_MODULE,
+        c"uwsgidecorators.py",
+        c"uwsgidecorators",
+    )?;
+    modules.set_item("uwsgidecorators", &decorators)?;
     Ok(PythonSide {
         worker: worker.unbind(),
         gevent: None,
@@ -170,6 +183,7 @@ pub fn load_app(py: Python<'_>, side: &PythonSide, config: &Config) -> Result<Py
                 worker.call_method1("load_module", (spec, &config.callable))?
             }
         };
+        worker.call_method0("after_app_loaded")?;
         Ok(app.unbind())
     })();
     result.map_err(|error| describe(py, worker, &error))

@@ -28,6 +28,11 @@ pub fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     module.add_function(wrap_pyfunction!(serve, &module)?)?;
     module.add_function(wrap_pyfunction!(log_exception, &module)?)?;
     module.add_function(wrap_pyfunction!(mode, &module)?)?;
+    module.add_function(wrap_pyfunction!(numproc, &module)?)?;
+    module.add_function(wrap_pyfunction!(options, &module)?)?;
+    module.add_function(wrap_pyfunction!(version, &module)?)?;
+    module.add_function(wrap_pyfunction!(hostname, &module)?)?;
+    module.add_function(wrap_pyfunction!(set_process_name, &module)?)?;
     module.add_function(wrap_pyfunction!(set_step, &module)?)?;
     module.add_function(wrap_pyfunction!(is_fast_retirement, &module)?)?;
     module.add_function(wrap_pyfunction!(hub_fd, &module)?)?;
@@ -84,6 +89,53 @@ fn is_shutting_down() -> bool {
 #[pyfunction]
 fn request_reload() {
     worker::context().request_reload();
+}
+
+/// The number of worker processes.
+#[pyfunction]
+fn numproc() -> u32 {
+    worker::context().config.processes
+}
+
+/// The options mercy was started with, as uWSGI's `uwsgi.opt` has them:
+/// values as bytes, flags as True, repeated options as lists.
+#[pyfunction]
+fn options(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let options = pyo3::types::PyDict::new(py);
+    for (name, value) in crate::config::raw_options(std::env::args().skip(1)) {
+        let value = match value {
+            Some(text) => pyo3::types::PyBytes::new(py, text.as_bytes()).into_any(),
+            None => pyo3::types::PyBool::new(py, true).to_owned().into_any(),
+        };
+        match options.get_item(&name)? {
+            None => options.set_item(name, value)?,
+            Some(existing) => match existing.cast::<pyo3::types::PyList>() {
+                Ok(list) => list.append(value)?,
+                Err(_) => options.set_item(name, pyo3::types::PyList::new(py, [existing, value])?)?,
+            },
+        }
+    }
+    Ok(options)
+}
+
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pyfunction]
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Names the process as `ps` and `top` show it (up to 15 bytes).
+#[pyfunction]
+fn set_process_name(name: &str) -> PyResult<()> {
+    let name = std::ffi::CString::new(name.as_bytes().iter().copied().take(15).collect::<Vec<u8>>())
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("a process name cannot contain NUL"))?;
+    nix::sys::prctl::set_name(&name).map_err(|errno| pyo3::exceptions::PyOSError::new_err(errno.to_string()))
 }
 
 /// `"threads"` or `"gevent"`.
