@@ -31,8 +31,7 @@ pub const FILTER_ENV: &str = "MERCY_LOG";
 
 /// Installs the global subscriber. Call once per process.
 pub fn init(json: bool) {
-    let filter =
-        EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     if worker_spec.is_none() {
         if let Some(path) = &options.logto {
             if let Err(error) = logging::redirect_to_file(path) {
-                eprintln!("mercy: cannot open the log file {}: {error}", path.display());
+                eprintln!(
+                    "mercy: cannot open the log file {}: {error}",
+                    path.display()
+                );
                 return ExitCode::from(EXIT_CONFIG);
             }
         }
@@ -51,8 +54,8 @@ fn main() -> ExitCode {
 
     match worker_spec {
         Some(spec) => {
-            let spec: WorkerSpec = serde_json::from_str(&spec)
-                .expect("the master always passes a valid worker spec");
+            let spec: WorkerSpec =
+                serde_json::from_str(&spec).expect("the master always passes a valid worker spec");
             worker::run(config, spec)
         }
         None => run_master(config),

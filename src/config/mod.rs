@@ -123,6 +123,12 @@ pub struct Options {
     #[arg(long, default_value_t = 8190, value_name = "BYTES")]
     pub limit_request_field_size: usize,
 
+    /// Accept a PROXY protocol header (v1 or v2) at the start of each
+    /// connection, as load balancers send it, and take the client address
+    /// from it.
+    #[arg(long)]
+    pub enable_proxy_protocol: bool,
+
     /// Set an environment variable (`KEY=VALUE`) before the app loads.
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -191,6 +197,7 @@ pub struct Config {
     pub socket_timeout: Duration,
     pub post_buffering: usize,
     pub limits: Limits,
+    pub proxy_protocol: bool,
     pub env: Vec<(String, String)>,
     pub log_json: bool,
     pub request_log: bool,
@@ -317,6 +324,7 @@ impl Options {
                 max_header_count: self.limit_request_fields,
                 max_field_size: self.limit_request_field_size,
             },
+            proxy_protocol: self.enable_proxy_protocol,
             env,
             log_json: self.log_json,
             request_log: !self.disable_logging,
@@ -334,7 +342,9 @@ pub fn raw_options(args: impl IntoIterator<Item = String>) -> Vec<(String, Optio
     let takes_value = |name: &str| {
         command.get_arguments().any(|arg| {
             let named = arg.get_long() == Some(name)
-                || arg.get_all_aliases().is_some_and(|aliases| aliases.contains(&name));
+                || arg
+                    .get_all_aliases()
+                    .is_some_and(|aliases| aliases.contains(&name));
             named && arg.get_action().takes_values()
         })
     };
@@ -359,11 +369,7 @@ fn at_least(option: &'static str, minimum: u64, value: u64) -> Result<(), Config
     }
     Err(ConfigError::OutOfRange {
         option,
-        rule: if minimum == 1 {
-            "at least 1"
-        } else {
-            "larger"
-        },
+        rule: if minimum == 1 { "at least 1" } else { "larger" },
         value: value.to_string(),
     })
 }
@@ -432,7 +438,15 @@ mod tests {
 
     #[test]
     fn raw_options_pair_names_with_values() {
-        let args = ["--http", ":80", "--master", "--env=A=1", "--env", "B=2", "--log-json"];
+        let args = [
+            "--http",
+            ":80",
+            "--master",
+            "--env=A=1",
+            "--env",
+            "B=2",
+            "--log-json",
+        ];
         let options = raw_options(args.map(String::from));
         let expected = [
             ("http", Some(":80")),

@@ -184,7 +184,10 @@ impl Master {
                 info!(cause, "reload requested during shutdown: ignored");
             }
             Phase::Starting | Phase::Reloading { .. } => {
-                info!(cause, "reload requested while another runs: it follows when this one ends");
+                info!(
+                    cause,
+                    "reload requested while another runs: it follows when this one ends"
+                );
                 self.reload_pending = true;
             }
             Phase::Serving => self.start_reload(cause),
@@ -195,9 +198,7 @@ impl Master {
         let generation = self.generation + 1;
         info!(
             event = "reload_started",
-            generation,
-            cause,
-            "graceful reload: starting generation {generation}"
+            generation, cause, "graceful reload: starting generation {generation}"
         );
         self.phase = Phase::Reloading {
             generation,
@@ -275,15 +276,15 @@ impl Master {
         );
 
         match self.phase {
-            Phase::Starting => {
-                if self.workers.ready_count(generation) == self.config.processes as usize {
-                    info!(
-                        workers = self.config.processes,
-                        generation, "all workers ready"
-                    );
-                    self.phase = Phase::Serving;
-                    self.after_reload_or_start();
-                }
+            Phase::Starting
+                if self.workers.ready_count(generation) == self.config.processes as usize =>
+            {
+                info!(
+                    workers = self.config.processes,
+                    generation, "all workers ready"
+                );
+                self.phase = Phase::Serving;
+                self.after_reload_or_start();
             }
             Phase::Reloading {
                 generation: new,
@@ -384,9 +385,7 @@ impl Master {
     /// Retires a worker that is ready, kills one that is still loading.
     fn stop_unneeded(&mut self, pid: u32) {
         match self.workers.get(pid).map(|w| &w.state) {
-            Some(WorkerState::Starting { .. }) => {
-                self.kill(pid, "its generation failed to load")
-            }
+            Some(WorkerState::Starting { .. }) => self.kill(pid, "its generation failed to load"),
             Some(WorkerState::Ready) => self.retire(pid, RetireMode::Reload),
             _ => {}
         }
@@ -547,10 +546,7 @@ impl Master {
                     self.kill(pid, &error);
                     self.fail_loading_worker(pid, id, generation, &error);
                 }
-                WorkerState::Retiring {
-                    deadline,
-                    diagnose,
-                } if now >= deadline => {
+                WorkerState::Retiring { deadline, diagnose } if now >= deadline => {
                     if diagnose {
                         self.expire(pid);
                     } else {
@@ -616,7 +612,10 @@ impl Master {
                 return;
             }
         }
-        if matches!(worker.state, WorkerState::Expired { .. } | WorkerState::Killed) {
+        if matches!(
+            worker.state,
+            WorkerState::Expired { .. } | WorkerState::Killed
+        ) {
             return;
         }
         worker.state = WorkerState::Retiring { deadline, diagnose };

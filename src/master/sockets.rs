@@ -73,8 +73,7 @@ fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     let Ok(metadata) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
-    if metadata.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_err()
-    {
+    if metadata.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_err() {
         std::fs::remove_file(path)?;
     }
     Ok(())

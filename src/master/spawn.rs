@@ -24,7 +24,10 @@ pub fn spawn_worker(spec: &WorkerSpec, listeners: &[OwnedFd]) -> std::io::Result
 
     let mut command = Command::new("/proc/self/exe");
     command
-        .arg0(format!("mercy worker {} (generation {})", spec.id, spec.generation))
+        .arg0(format!(
+            "mercy worker {} (generation {})",
+            spec.id, spec.generation
+        ))
         .args(std::env::args_os().skip(1))
         .env(
             WORKER_ENV,
@@ -52,7 +55,9 @@ fn place_inherited_fds(sources: &[RawFd]) -> std::io::Result<()> {
     const SCRATCH_FLOOR: RawFd = 1000;
     let mut scratch = [0 as RawFd; 64];
     if sources.len() > scratch.len() {
-        return Err(std::io::Error::other("too many sockets to pass to a worker"));
+        return Err(std::io::Error::other(
+            "too many sockets to pass to a worker",
+        ));
     }
     for (slot, &source) in scratch.iter_mut().zip(sources) {
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor the parent keeps open.

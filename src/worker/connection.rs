@@ -15,7 +15,8 @@ use tracing::{debug, info, warn};
 use super::context::WorkerContext;
 use crate::control::RetireMode;
 use crate::protocol::chunked::{Chunk, ChunkedDecoder};
-use crate::protocol::http::{parse_head, BodyFraming, RequestError, RequestHead};
+use crate::protocol::http::{BodyFraming, HeadParser, RequestError, RequestHead};
+use crate::protocol::proxy::{parse_proxy, proxy_header_present};
 use crate::wsgi::{BodyError, Endpoints, Event, Request, RequestBody, ResponseHead};
 
 /// Unread request body bytes a connection reads and discards after the
@@ -40,9 +41,22 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buffer = BytesMut::with_capacity(8 * 1024);
+    let mut endpoints = endpoints;
+    if context.config.proxy_protocol {
+        match read_proxy_header(&mut stream, &mut buffer, &context).await {
+            Ok(Some(source)) => endpoints.remote = Some(source),
+            Ok(None) => {}
+            Err(Some(error)) => {
+                reject(&mut stream, &error, &endpoints).await;
+                return;
+            }
+            Err(None) => return,
+        }
+    }
+    let mut parser = HeadParser::new(context.config.limits);
     let mut first = true;
     loop {
-        let head = match read_head(&mut stream, &mut buffer, &context, first).await {
+        let head = match read_head(&mut stream, &mut buffer, &mut parser, &context, first).await {
             HeadOutcome::Request(head) => head,
             HeadOutcome::Closed => return,
             HeadOutcome::Rejected(error) => {
@@ -51,13 +65,14 @@ pub async fn serve<S>(
             }
         };
         first = false;
-        let keep_alive = match exchange(&mut stream, &mut buffer, head, &endpoints, &context, &jobs).await {
-            Ok(keep_alive) => keep_alive,
-            Err(error) => {
-                debug!(%error, "connection ended");
-                false
-            }
-        };
+        let keep_alive =
+            match exchange(&mut stream, &mut buffer, head, &endpoints, &context, &jobs).await {
+                Ok(keep_alive) => keep_alive,
+                Err(error) => {
+                    debug!(%error, "connection ended");
+                    false
+                }
+            };
         if !keep_alive {
             let _ = stream.shutdown().await;
             return;
@@ -71,6 +86,7 @@ pub async fn serve<S>(
 async fn read_head<S>(
     stream: &mut S,
     buffer: &mut BytesMut,
+    parser: &mut HeadParser,
     context: &WorkerContext,
     first: bool,
 ) -> HeadOutcome
@@ -81,7 +97,7 @@ where
     let mut retire = context.watch_retire();
     loop {
         if !buffer.is_empty() {
-            match parse_head(buffer, &config.limits) {
+            match parser.parse(buffer) {
                 Ok(Some((head, consumed))) => {
                     buffer.advance(consumed);
                     return HeadOutcome::Request(head);
@@ -121,9 +137,43 @@ where
     }
 }
 
+/// With `--enable-proxy-protocol`: reads a PROXY protocol header (v1 or v2)
+/// if the connection starts with one, and returns the client address it
+/// names. Err(None) when the client went away.
+async fn read_proxy_header<S>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    context: &WorkerContext,
+) -> Result<Option<std::net::SocketAddr>, Option<RequestError>>
+where
+    S: AsyncRead + Unpin,
+{
+    let timeout = context.config.socket_timeout;
+    loop {
+        match proxy_header_present(buffer) {
+            Some(false) => return Ok(None),
+            Some(true) => match parse_proxy(buffer) {
+                Ok(Some((header, consumed))) => {
+                    buffer.advance(consumed);
+                    return Ok(header.source);
+                }
+                Ok(None) => {}
+                Err(error) => return Err(Some(error)),
+            },
+            None => {}
+        }
+        match tokio::time::timeout(timeout, stream.read_buf(buffer)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(None),
+        }
+    }
+}
+
 /// Resolves once the worker retires fast: idle connections close at once.
 async fn fast_retirement(retire: &mut tokio::sync::watch::Receiver<Option<RetireMode>>) {
-    let _ = retire.wait_for(|mode| *mode == Some(RetireMode::Fast)).await;
+    let _ = retire
+        .wait_for(|mode| *mode == Some(RetireMode::Fast))
+        .await;
 }
 
 /// Answers a request that cannot be served, and logs why.
@@ -136,8 +186,7 @@ where
         event = "bad_request",
         status,
         client = ?endpoints.remote,
-        "refused a request: {}",
-        error.reason()
+        "refused a request: {error}"
     );
     let reason = reason_phrase(status);
     let body = format!("{status} {reason}: {}\n", error.reason());
@@ -202,7 +251,9 @@ where
     };
     let request_id = context.begin_request(&head.method, &head.path);
     let method = head.method.clone();
-    let path = config.request_log.then(|| String::from_utf8_lossy(&head.path).into_owned());
+    let path = config
+        .request_log
+        .then(|| String::from_utf8_lossy(&head.path).into_owned());
 
     let (events_tx, events) = mpsc::unbounded_channel();
     let request = Request {
@@ -267,7 +318,9 @@ struct Done {
 enum Framing {
     /// No body may follow (HEAD, 1xx, 204, 304).
     None,
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     Chunked,
     /// Until the connection closes (HTTP/1.0 without a length).
     Close,
@@ -306,18 +359,29 @@ where
                 if result.is_err() {
                     done.keep_alive = false;
                 }
-                let _ = reply.send(result);
+                reply.send(result);
             }
-            Event::Head { head, body: first, end } => {
+            Event::Head {
+                head,
+                body: first,
+                end,
+            } => {
                 done.status = head.status;
-                done.keep_alive = exchange.client_keep_alive && !head.close && !context.is_retiring();
+                done.keep_alive =
+                    exchange.client_keep_alive && !head.close && !context.is_retiring();
                 if exchange.expect_continue && !continue_sent && !body.is_done() {
                     // The app answered without reading the body: the client
                     // may still send it, so the connection cannot be reused.
                     done.keep_alive = false;
                 }
                 let whole_length = end.then_some(first.len() as u64);
-                framing = encode_head(&mut out, &head, exchange, whole_length, &mut done.keep_alive);
+                framing = encode_head(
+                    &mut out,
+                    &head,
+                    exchange,
+                    whole_length,
+                    &mut done.keep_alive,
+                );
                 write_body(&mut out, &mut framing, &first, &mut done);
                 if end {
                     finish_body(&mut out, framing, &mut done);
@@ -358,10 +422,8 @@ fn encode_head(
     whole_length: Option<u64>,
     keep_alive: &mut bool,
 ) -> Framing {
-    let bodiless = exchange.method_is_head
-        || head.status < 200
-        || head.status == 204
-        || head.status == 304;
+    let bodiless =
+        exchange.method_is_head || head.status < 200 || head.status == 204 || head.status == 304;
     let mut framing = match (head.content_length, whole_length) {
         _ if bodiless => Framing::None,
         (Some(length), _) => Framing::Length { remaining: length },
@@ -467,7 +529,9 @@ impl std::io::Write for BytesWriter<'_> {
 /// The request body as it arrives on the connection, decoded.
 enum BodyReader {
     Done,
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     Chunked(Box<ChunkedDecoder>),
     /// The body was malformed; the connection cannot be reused.
     Broken,
@@ -478,7 +542,7 @@ impl BodyReader {
         match framing {
             BodyFraming::Empty | BodyFraming::Length(0) => Self::Done,
             BodyFraming::Length(length) => Self::Length { remaining: *length },
-            BodyFraming::Chunked => Self::Chunked(Box::new(ChunkedDecoder::new())),
+            BodyFraming::Chunked => Self::Chunked(Box::default()),
         }
     }
 
@@ -595,7 +659,9 @@ where
 {
     buffer.reserve(16 * 1024);
     match tokio::time::timeout(timeout, stream.read_buf(buffer)).await {
-        Ok(Ok(0)) => Err(BodyError("the client closed the connection before the body ended".into())),
+        Ok(Ok(0)) => Err(BodyError(
+            "the client closed the connection before the body ended".into(),
+        )),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(BodyError(format!("reading the body failed: {error}"))),
         Err(_) => Err(BodyError(format!(

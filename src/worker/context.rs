@@ -22,7 +22,9 @@ static CONTEXT: OnceLock<Arc<WorkerContext>> = OnceLock::new();
 /// The context of this worker process. Panics outside a worker, where no
 /// Python code runs.
 pub fn context() -> &'static Arc<WorkerContext> {
-    CONTEXT.get().expect("the worker context is set before Python starts")
+    CONTEXT
+        .get()
+        .expect("the worker context is set before Python starts")
 }
 
 /// Where a retiring worker is (DESIGN.md section 3); named in the

@@ -11,11 +11,19 @@ use pyo3::types::{PyList, PyModule};
 use crate::config::{AppSource, Config, EMBEDDED_PYTHON_EXECUTABLE, EMBEDDED_PYTHON_HOME};
 use crate::wsgi;
 
-const MERCY_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/__init__.py"), "\0"));
-const PREPARE_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_prepare.py"), "\0"));
+const MERCY_MODULE: &CStr = embedded(concat!(
+    include_str!("../../python/mercy/__init__.py"),
+    "\0"
+));
+const PREPARE_MODULE: &CStr = embedded(concat!(
+    include_str!("../../python/mercy/_prepare.py"),
+    "\0"
+));
 const UWSGI_MODULE: &CStr = embedded(concat!(include_str!("../../python/compat/uwsgi.py"), "\0"));
-const UWSGIDECORATORS_MODULE: &CStr =
-    embedded(concat!(include_str!("../../python/compat/uwsgidecorators.py"), "\0"));
+const UWSGIDECORATORS_MODULE: &CStr = embedded(concat!(
+    include_str!("../../python/compat/uwsgidecorators.py"),
+    "\0"
+));
 const GEVENT_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_gevent.py"), "\0"));
 const WORKER_MODULE: &CStr = embedded(concat!(include_str!("../../python/mercy/_worker.py"), "\0"));
 
@@ -165,13 +173,21 @@ pub fn prepare_paths(py: Python<'_>, config: &Config) -> PyResult<()> {
         .collect();
     prepare.call_method1(
         "prepare",
-        (virtualenv, PyList::new(py, pythonpath)?, EMBEDDED_PYTHON_EXECUTABLE),
+        (
+            virtualenv,
+            PyList::new(py, pythonpath)?,
+            EMBEDDED_PYTHON_EXECUTABLE,
+        ),
     )?;
     Ok(())
 }
 
 /// Imports the app, returning its WSGI callable.
-pub fn load_app(py: Python<'_>, side: &PythonSide, config: &Config) -> Result<Py<PyAny>, LoadError> {
+pub fn load_app(
+    py: Python<'_>,
+    side: &PythonSide,
+    config: &Config,
+) -> Result<Py<PyAny>, LoadError> {
     let worker = side.worker.bind(py);
     let result = (|| -> PyResult<Py<PyAny>> {
         let app = match &config.app {

@@ -77,14 +77,24 @@ pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
         .expect("the control thread starts");
 
     match (concurrency, request_threads) {
-        (Concurrency::Gevent { greenlets, wait_for_hub, .. }, _) => {
-            run_gevent(context, &side, &mut server, greenlets, wait_for_hub)
-        }
+        (
+            Concurrency::Gevent {
+                greenlets,
+                wait_for_hub,
+                ..
+            },
+            _,
+        ) => run_gevent(context, &side, &mut server, greenlets, wait_for_hub),
         (Concurrency::Threads(_), Some(threads)) => {
             let mut retire = context.watch_retire();
             let mode = server
                 .runtime
-                .block_on(async { *retire.wait_for(Option::is_some).await.expect("the sender lives in the context") })
+                .block_on(async {
+                    *retire
+                        .wait_for(Option::is_some)
+                        .await
+                        .expect("the sender lives in the context")
+                })
                 .expect("wait_for returns a set mode");
             retire_worker(context, &side, &mut server, threads, mode)
         }
@@ -131,7 +141,10 @@ fn run_gevent(
         hub.complete(drained);
     });
 
-    let engine = side.gevent.as_ref().expect("gevent mode registers its engine");
+    let engine = side
+        .gevent
+        .as_ref()
+        .expect("gevent mode registers its engine");
     let result = Python::attach(|py| {
         engine
             .bind(py)
@@ -197,9 +210,8 @@ fn start_app(context: &WorkerContext) -> Result<PythonSide, interpreter::LoadErr
             interpreter::monkey_patch(py)
                 .map_err(|error| fail(format!("cannot monkey-patch with gevent: {error}")))?;
         }
-        let mut side = interpreter::register_modules(py).map_err(|error| {
-            fail(format!("cannot register mercy's Python modules: {error}"))
-        })?;
+        let mut side = interpreter::register_modules(py)
+            .map_err(|error| fail(format!("cannot register mercy's Python modules: {error}")))?;
         if gevent.is_some() {
             interpreter::register_gevent(py, &mut side)
                 .map_err(|error| fail(format!("cannot start gevent mode: {error}")))?;
@@ -243,10 +255,7 @@ fn follow_master(reader: UnixStream) {
         }
     }
     if !context.is_retiring() {
-        info!(
-            worker.id = context.spec.id,
-            "the master is gone: retiring"
-        );
+        info!(worker.id = context.spec.id, "the master is gone: retiring");
     }
     context.retire(RetireMode::Shutdown);
 }

@@ -30,7 +30,10 @@ enum Listener {
 
 impl Server {
     /// Starts accepting on every inherited socket.
-    pub fn start(context: &Arc<WorkerContext>, jobs: flume::Sender<Request>) -> std::io::Result<Self> {
+    pub fn start(
+        context: &Arc<WorkerContext>,
+        jobs: flume::Sender<Request>,
+    ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mercy-io")
@@ -91,7 +94,11 @@ fn adopt(fd: OwnedFd) -> std::io::Result<Listener> {
     }
 }
 
-async fn accept_loop(listener: Listener, context: Arc<WorkerContext>, jobs: flume::Sender<Request>) {
+async fn accept_loop(
+    listener: Listener,
+    context: Arc<WorkerContext>,
+    jobs: flume::Sender<Request>,
+) {
     let local = local_endpoints(&listener);
     let mut retire = context.watch_retire();
     loop {
@@ -118,7 +125,12 @@ async fn accept_loop(listener: Listener, context: Arc<WorkerContext>, jobs: flum
 
 /// On a graceful shutdown, takes every connection the kernel has already
 /// queued, so none is reset when the socket closes.
-fn drain_queue(listener: &Listener, local: &Endpoints, context: &Arc<WorkerContext>, jobs: &flume::Sender<Request>) {
+fn drain_queue(
+    listener: &Listener,
+    local: &Endpoints,
+    context: &Arc<WorkerContext>,
+    jobs: &flume::Sender<Request>,
+) {
     loop {
         let accepted = match listener {
             Listener::Tcp(l) => SockRef::from(l).accept(),
@@ -167,7 +179,12 @@ async fn accept(listener: &Listener) -> std::io::Result<Stream> {
     }
 }
 
-fn serve(stream: Stream, local: &Endpoints, context: &Arc<WorkerContext>, jobs: &flume::Sender<Request>) {
+fn serve(
+    stream: Stream,
+    local: &Endpoints,
+    context: &Arc<WorkerContext>,
+    jobs: &flume::Sender<Request>,
+) {
     let guard = context.open_connection();
     let context = context.clone();
     let jobs = jobs.clone();

@@ -30,11 +30,8 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
     // decoding cannot fail on any byte and returns a new reference (or NULL
     // with an exception set, which from_owned_ptr_or_err turns into Err).
     unsafe {
-        let raw = ffi::PyUnicode_DecodeLatin1(
-            bytes.as_ptr().cast::<c_char>(),
-            length,
-            std::ptr::null(),
-        );
+        let raw =
+            ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast::<c_char>(), length, std::ptr::null());
         Ok(Bound::from_owned_ptr_or_err(py, raw)?.cast_into_unchecked())
     }
 }
@@ -53,7 +50,10 @@ pub fn build<'py>(
 
     environ.set_item(intern!(py, "REQUEST_METHOD"), &*head.method)?;
     environ.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
-    environ.set_item(intern!(py, "PATH_INFO"), latin1(py, &percent_decode(&head.path))?)?;
+    environ.set_item(
+        intern!(py, "PATH_INFO"),
+        latin1(py, &percent_decode(&head.path))?,
+    )?;
     environ.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query)?)?;
     environ.set_item(intern!(py, "RAW_URI"), latin1(py, &head.target)?)?;
     let protocol = if head.minor_version == 0 {
@@ -107,8 +107,7 @@ fn environ_key(name: &[u8]) -> String {
         b'-' => '_',
         _ => char::from(b.to_ascii_uppercase()),
     };
-    if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-length")
-    {
+    if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-length") {
         return name.iter().map(upper).collect();
     }
     let mut key = String::with_capacity(name.len() + 5);

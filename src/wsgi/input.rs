@@ -52,7 +52,9 @@ impl Input {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, InputState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Fills the buffer until it holds `wanted` bytes or the body ends.
@@ -71,7 +73,9 @@ impl Input {
                 self.lock().eof = true;
                 return Ok(());
             };
-            let max = wanted.saturating_sub(self.lock().buffer.len()).clamp(1, READ_CHUNK);
+            let max = wanted
+                .saturating_sub(self.lock().buffer.len())
+                .clamp(1, READ_CHUNK);
             let chunk = fetch(py, &source, max)?;
             let mut state = self.lock();
             match chunk {

@@ -111,7 +111,9 @@ fn options(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
             None => options.set_item(name, value)?,
             Some(existing) => match existing.cast::<pyo3::types::PyList>() {
                 Ok(list) => list.append(value)?,
-                Err(_) => options.set_item(name, pyo3::types::PyList::new(py, [existing, value])?)?,
+                Err(_) => {
+                    options.set_item(name, pyo3::types::PyList::new(py, [existing, value])?)?
+                }
             },
         }
     }
@@ -133,9 +135,16 @@ fn hostname() -> String {
 /// Names the process as `ps` and `top` show it (up to 15 bytes).
 #[pyfunction]
 fn set_process_name(name: &str) -> PyResult<()> {
-    let name = std::ffi::CString::new(name.as_bytes().iter().copied().take(15).collect::<Vec<u8>>())
-        .map_err(|_| pyo3::exceptions::PyValueError::new_err("a process name cannot contain NUL"))?;
-    nix::sys::prctl::set_name(&name).map_err(|errno| pyo3::exceptions::PyOSError::new_err(errno.to_string()))
+    let name = std::ffi::CString::new(
+        name.as_bytes()
+            .iter()
+            .copied()
+            .take(15)
+            .collect::<Vec<u8>>(),
+    )
+    .map_err(|_| pyo3::exceptions::PyValueError::new_err("a process name cannot contain NUL"))?;
+    nix::sys::prctl::set_name(&name)
+        .map_err(|errno| pyo3::exceptions::PyOSError::new_err(errno.to_string()))
 }
 
 /// `"threads"` or `"gevent"`.

@@ -51,7 +51,9 @@ impl Response {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn head_sent(&self) -> bool {
@@ -115,7 +117,11 @@ impl Response {
                 let head = state.take_head()?;
                 state.head_sent = true;
                 state.finished = end;
-                Some(Event::Head { head, body: body.clone(), end })
+                Some(Event::Head {
+                    head,
+                    body: body.clone(),
+                    end,
+                })
             }
         };
         let sent = match event {
@@ -307,7 +313,9 @@ fn send_sequence<'py>(
     } else {
         let mut joined = BytesMut::new();
         for item in items {
-            let item = item.cast_into::<PyBytes>().map_err(|e| not_bytes(e.into_inner().as_any()))?;
+            let item = item
+                .cast_into::<PyBytes>()
+                .map_err(|e| not_bytes(e.into_inner().as_any()))?;
             joined.extend_from_slice(item.as_bytes());
         }
         joined.freeze()
@@ -375,9 +383,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<ParsedHeaders> {
         let name_str = name
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("a header name must be a str"))?;
-        let value_str = value
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err(format!("the value of header {name} must be a str")))?;
+        let value_str = value.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!("the value of header {name} must be a str"))
+        })?;
         let name_bytes = latin1(name_str)
             .filter(|n| !n.is_empty() && n.iter().all(|&b| is_token(b)))
             .ok_or_else(|| PyValueError::new_err(format!("invalid header name {name_str:?}")))?;
@@ -403,7 +411,10 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<ParsedHeaders> {
             b"transfer-encoding" | b"keep-alive" | b"upgrade" | b"proxy-connection" => continue,
             _ => {}
         }
-        parsed.push((name_bytes.into_boxed_slice(), value_bytes.into_boxed_slice()));
+        parsed.push((
+            name_bytes.into_boxed_slice(),
+            value_bytes.into_boxed_slice(),
+        ));
     }
     Ok((parsed, content_length, close))
 }
@@ -411,7 +422,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<ParsedHeaders> {
 /// The latin-1 bytes of a str, or None if it has a character above U+00FF.
 fn latin1(text: &Bound<'_, PyString>) -> Option<Vec<u8>> {
     let text = text.to_str().ok()?;
-    text.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect()
 }
 
 fn is_token(byte: u8) -> bool {

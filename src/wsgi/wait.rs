@@ -106,7 +106,10 @@ impl Hub {
 
     /// Marks `id` answered and wakes the hub.
     pub fn complete(&self, id: u64) {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
         self.wake();
     }
 }
