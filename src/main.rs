@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use mercy::config::{self, Options};
 use mercy::control::{WorkerSpec, WORKER_ENV};
 use mercy::{logging, master, worker};
@@ -14,9 +13,9 @@ const EXIT_CONFIG: u8 = 1;
 const EXIT_APP_LOAD: u8 = 3;
 
 fn main() -> ExitCode {
-    let options = match Options::try_parse() {
-        Ok(options) => options,
-        Err(error) => {
+    let loaded = match config::load(std::env::args().collect()) {
+        Ok(loaded) => loaded,
+        Err(config::LoadError::Usage(error)) => {
             let _ = error.print();
             return if error.use_stderr() {
                 ExitCode::from(EXIT_CONFIG)
@@ -24,9 +23,18 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             };
         }
+        Err(config::LoadError::Config(error)) => {
+            eprintln!("mercy: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
+    let options = loaded.options;
     if options.version {
         print_version();
+        return ExitCode::SUCCESS;
+    }
+    if options.options_table {
+        print!("{}", options_table());
         return ExitCode::SUCCESS;
     }
 
@@ -44,6 +52,9 @@ fn main() -> ExitCode {
     }
     logging::init(options.log_json);
 
+    if worker_spec.is_none() {
+        report_notices(&loaded.notices);
+    }
     let config = match options.validate() {
         Ok(config) => config,
         Err(error) => {
@@ -73,7 +84,19 @@ fn run_master(config: config::Config) -> ExitCode {
     for listener in &listeners {
         tracing::info!(address = %listener.address, "listening on {}", listener.address);
     }
-    match master::run(config, listeners) {
+    let unix_paths: Vec<std::path::PathBuf> = config
+        .listen
+        .iter()
+        .filter_map(|address| match address {
+            config::ListenAddress::Unix(path) => Some(path.clone()),
+            config::ListenAddress::Tcp(_) => None,
+        })
+        .collect();
+    let outcome = master::run(config, listeners);
+    for path in unix_paths {
+        let _ = std::fs::remove_file(path);
+    }
+    match outcome {
         Ok(master::Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(master::Outcome::AppLoadFailed) => ExitCode::from(EXIT_APP_LOAD),
         Err(error) => {
@@ -81,6 +104,48 @@ fn run_master(config: config::Config) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// Says at start which uWSGI options have no effect and which are not
+/// supported, with what to do instead.
+fn report_notices(notices: &[config::Notice]) {
+    for notice in notices {
+        match notice {
+            config::Notice::AlreadySo { option, why } => {
+                tracing::info!(option = %option, "option --{option} has no effect in mercy: {why}");
+            }
+            config::Notice::Unsupported { option, instead } => {
+                tracing::warn!(
+                    event = "unsupported_option",
+                    option = %option,
+                    "option --{option} is not supported by mercy and is ignored: {instead}"
+                );
+            }
+        }
+    }
+}
+
+/// The Markdown table of options (docs/uwsgi-options.md).
+fn options_table() -> String {
+    use clap::CommandFactory;
+    let command = Options::command();
+    let own: Vec<(String, String)> = command
+        .get_arguments()
+        .filter(|arg| !arg.is_hide_set())
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            let mut names = vec![format!("--{long}")];
+            names.extend(
+                arg.get_visible_aliases()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| format!("--{a}")),
+            );
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            Some((names.join("`, `"), help.replace('\n', " ")))
+        })
+        .collect();
+    config::compat::markdown_table(&own)
 }
 
 fn print_version() {

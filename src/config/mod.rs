@@ -1,8 +1,11 @@
 //! Options, read from the command line (uWSGI's names), and their validation.
 
 mod address;
+pub mod compat;
+mod sources;
 
 pub use address::ListenAddress;
+pub use sources::{load, LoadError, Loaded, Notice};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,11 +19,33 @@ use crate::protocol::http::Limits;
 /// Option names follow uWSGI's, so an existing deployment's options mostly
 /// work unchanged.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "mercy", disable_version_flag = true)]
+#[command(name = "mercy", disable_version_flag = true, args_override_self = true)]
 pub struct Options {
     /// Print mercy's version and the embedded Python's, then exit.
     #[arg(long)]
     pub version: bool,
+
+    /// Print the table of uWSGI options and how mercy treats each, then exit.
+    #[arg(long, hide = true)]
+    pub options_table: bool,
+
+    /// uWSGI ini files to read (`mercy app.ini`).
+    #[arg(value_name = "CONFIG.ini")]
+    pub config_files: Vec<PathBuf>,
+
+    /// Read options from an ini file's `[uwsgi]` and `[mercy]` sections, or
+    /// from `FILE:SECTION`. Repeatable.
+    #[arg(long, value_name = "FILE[:SECTION]")]
+    pub ini: Vec<String>,
+
+    /// Define a placeholder for ini files: `--set-ph NAME=VALUE`.
+    #[arg(long, visible_alias = "set-placeholder", value_name = "NAME=VALUE")]
+    pub set_ph: Vec<String>,
+
+    /// Refuse unsupported uWSGI options and unknown ini keys instead of
+    /// warning.
+    #[arg(long)]
+    pub strict: bool,
 
     /// Serve HTTP/1.1 on ADDR (`host:port`, `:port` or a unix socket path).
     /// Repeatable. uWSGI's `--http-socket` means the same.
@@ -144,18 +169,6 @@ pub struct Options {
     /// Append the log to this file instead of standard error.
     #[arg(long, value_name = "FILE")]
     pub logto: Option<PathBuf>,
-
-    /// Accepted for uWSGI compatibility: mercy always has a master.
-    #[arg(long, hide = true)]
-    pub master: bool,
-
-    /// Accepted for uWSGI compatibility: workers always load the app.
-    #[arg(long, hide = true)]
-    pub lazy_apps: bool,
-
-    /// Accepted for uWSGI compatibility: Python threads always work.
-    #[arg(long, hide = true)]
-    pub enable_threads: bool,
 }
 
 /// Where the WSGI app comes from.
@@ -223,6 +236,15 @@ pub enum ConfigError {
     },
     #[error("invalid address {address:?} in --http: {reason}")]
     BadAddress { address: String, reason: String },
+    #[error("a placeholder is NAME=VALUE, got {0:?}")]
+    BadPlaceholder(String),
+    #[error("ini file {path}: {reason}")]
+    Ini { path: PathBuf, reason: String },
+    #[error("--strict: option --{option} is not supported by mercy ({instead})")]
+    Strict {
+        option: String,
+        instead: &'static str,
+    },
     #[error("--env expects KEY=VALUE, got {0:?}")]
     BadEnv(String),
     #[error("virtualenv {path}: {reason}")]

@@ -195,6 +195,16 @@ impl Master {
     }
 
     fn start_reload(&mut self, cause: &str) {
+        if let Err(error) = self.reread_config() {
+            error!(
+                event = "reload_failed",
+                generation = self.generation,
+                error = %error,
+                "reload failed, generation {} keeps serving: {error}",
+                self.generation
+            );
+            return;
+        }
         let generation = self.generation + 1;
         info!(
             event = "reload_started",
@@ -207,6 +217,30 @@ impl Master {
         for id in 1..=self.config.processes {
             self.spawn(id, generation, false);
         }
+    }
+
+    /// Reads the options again (the ini files may have changed), as the new
+    /// workers will. Sockets stay as they are: changing them needs a restart.
+    fn reread_config(&mut self) -> Result<(), String> {
+        let loaded =
+            crate::config::load(std::env::args().collect()).map_err(|error| match error {
+                crate::config::LoadError::Usage(error) => error.to_string(),
+                crate::config::LoadError::Config(error) => error.to_string(),
+            })?;
+        let config = loaded
+            .options
+            .validate()
+            .map_err(|error| error.to_string())?;
+        if config.listen != self.config.listen {
+            warn!("the sockets in the configuration changed: that needs a restart; serving on the old ones");
+        }
+        let listen = std::mem::take(&mut self.config.listen);
+        self.config = crate::config::Config { listen, ..config };
+        let slots = self.config.processes as usize + 1;
+        if self.quick_deaths.len() < slots {
+            self.quick_deaths.resize(slots, 0);
+        }
+        Ok(())
     }
 
     fn shutdown(&mut self, mode: RetireMode) {
