@@ -17,14 +17,14 @@ pub struct WorkerSpec {
     pub id: u32,
     pub generation: u64,
     pub master_pid: u32,
-    /// How many listening sockets were inherited, from fd 3 on.
-    pub listeners: usize,
+    /// The protocol of each inherited listening socket, from fd 3 on.
+    pub listeners: Vec<crate::config::Protocol>,
 }
 
 impl WorkerSpec {
     /// The fd of the worker's end of the control channel.
     pub fn control_fd(&self) -> i32 {
-        FIRST_INHERITED_FD + self.listeners as i32
+        FIRST_INHERITED_FD + self.listeners.len() as i32
     }
 }
 

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
 }
 
 fn run_master(config: config::Config) -> ExitCode {
-    let listeners = match master::bind_all(&config.listen, config.backlog) {
+    let listeners = match master::bind_all(&config) {
         Ok(listeners) => listeners,
         Err(error) => {
             tracing::error!(event = "config_error", "{error}");
@@ -87,7 +87,7 @@ fn run_master(config: config::Config) -> ExitCode {
     let unix_paths: Vec<std::path::PathBuf> = config
         .listen
         .iter()
-        .filter_map(|address| match address {
+        .filter_map(|socket| match &socket.address {
             config::ListenAddress::Unix(path) => Some(path.clone()),
             config::ListenAddress::Tcp(_) => None,
         })

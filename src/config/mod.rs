@@ -52,6 +52,29 @@ pub struct Options {
     #[arg(long = "http", visible_alias = "http-socket", value_name = "ADDR")]
     pub http: Vec<String>,
 
+    /// Serve the uwsgi binary protocol (nginx `uwsgi_pass`) on ADDR.
+    /// Repeatable. uWSGI's `--uwsgi-socket` means the same.
+    #[arg(
+        long = "socket",
+        short = 's',
+        visible_alias = "uwsgi-socket",
+        value_name = "ADDR"
+    )]
+    pub socket: Vec<String>,
+
+    /// Most variables in a uwsgi packet.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_vars: usize,
+
+    /// Permissions of unix sockets, in octal (`--chmod-socket 660`); the
+    /// flag alone means 666.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "666")]
+    pub chmod_socket: Option<String>,
+
+    /// Owner of unix sockets: `user` or `user:group`.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub chown_socket: Option<String>,
+
     /// Load the WSGI app from this Python file.
     #[arg(long, value_name = "PATH", visible_alias = "file")]
     pub wsgi_file: Option<PathBuf>,
@@ -192,10 +215,30 @@ pub enum Concurrency {
     },
 }
 
+/// The protocol a listening socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http,
+    Uwsgi,
+}
+
+/// A socket to listen on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    pub address: ListenAddress,
+    pub protocol: Protocol,
+}
+
 /// Validated settings that every part of mercy reads.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<ListenAddress>,
+    pub listen: Vec<Socket>,
+    pub max_vars: usize,
+    /// Mode bits for unix sockets.
+    pub chmod_socket: Option<u32>,
+    /// Owner (uid, gid) for unix sockets.
+    pub chown_socket: Option<(Option<u32>, Option<u32>)>,
     pub app: AppSource,
     pub callable: String,
     pub processes: u32,
@@ -224,7 +267,7 @@ pub enum ConfigError {
     NoApp,
     #[error("--wsgi-file and --module both given: choose one")]
     TwoApps,
-    #[error("no socket to serve on: give --http ADDR")]
+    #[error("no socket to serve on: give --http ADDR or --socket ADDR")]
     NoSocket,
     #[error("--gevent and --threads cannot be combined: gevent mode runs requests in greenlets on one thread")]
     GeventWithThreads,
@@ -271,14 +314,46 @@ impl Options {
             (Some(path), None) => AppSource::File(path),
             (None, Some(module)) => AppSource::Module(module),
         };
-        if self.http.is_empty() {
+        if self.http.is_empty() && self.socket.is_empty() {
             return Err(ConfigError::NoSocket);
         }
-        let listen = self
-            .http
-            .iter()
-            .map(|addr| ListenAddress::parse(addr))
+        let http = self.http.iter().map(|addr| (addr, Protocol::Http));
+        let uwsgi = self.socket.iter().map(|addr| (addr, Protocol::Uwsgi));
+        let listen = http
+            .chain(uwsgi)
+            .map(|(addr, protocol)| {
+                ListenAddress::parse(addr).map(|address| Socket { address, protocol })
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        let chmod_socket = self
+            .chmod_socket
+            .as_deref()
+            .map(|mode| {
+                u32::from_str_radix(mode, 8)
+                    .ok()
+                    .filter(|mode| *mode <= 0o7777)
+                    .ok_or_else(|| ConfigError::OutOfRange {
+                        option: "--chmod-socket",
+                        rule: "octal permission bits like 660",
+                        value: mode.to_owned(),
+                    })
+            })
+            .transpose()?;
+        let chown_socket = self.chown_socket.as_deref().map(parse_owner).transpose()?;
+        if self.max_vars == 0 || self.max_vars > 32768 {
+            return Err(ConfigError::OutOfRange {
+                option: "--max-vars",
+                rule: "between 1 and 32768",
+                value: self.max_vars.to_string(),
+            });
+        }
+        if self.buffer_size > 65535 && !self.socket.is_empty() {
+            return Err(ConfigError::OutOfRange {
+                option: "--buffer-size",
+                rule: "at most 65535 with --socket (a uwsgi packet's size is 16 bits)",
+                value: self.buffer_size.to_string(),
+            });
+        }
 
         at_least("--processes", 1, self.processes.into())?;
         let concurrency = match (self.gevent, self.threads) {
@@ -327,6 +402,9 @@ impl Options {
 
         Ok(Config {
             listen,
+            max_vars: self.max_vars,
+            chmod_socket,
+            chown_socket,
             app,
             callable: self.callable,
             processes: self.processes,
@@ -383,6 +461,42 @@ pub fn raw_options(args: impl IntoIterator<Item = String>) -> Vec<(String, Optio
         }
     }
     options
+}
+
+/// `user`, `user:group`, `:group`, or numeric ids, to (uid, gid).
+fn parse_owner(text: &str) -> Result<(Option<u32>, Option<u32>), ConfigError> {
+    let bad = |reason: String| ConfigError::OutOfRange {
+        option: "--chown-socket",
+        rule: "an existing user[:group]",
+        value: format!("{text} ({reason})"),
+    };
+    let (user, group) = match text.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (text, None),
+    };
+    let uid = match user {
+        "" => None,
+        name => Some(match name.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => nix::unistd::User::from_name(name)
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad(format!("no user {name}")))?
+                .uid
+                .as_raw(),
+        }),
+    };
+    let gid = match group {
+        None | Some("") => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => nix::unistd::Group::from_name(name)
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad(format!("no group {name}")))?
+                .gid
+                .as_raw(),
+        }),
+    };
+    Ok((uid, gid))
 }
 
 fn at_least(option: &'static str, minimum: u64, value: u64) -> Result<(), ConfigError> {

@@ -77,6 +77,7 @@ pub fn run(config: Config, listeners: Vec<Listener>) -> anyhow::Result<Outcome> 
 struct Master {
     config: Config,
     listeners: Vec<OwnedFd>,
+    protocols: Vec<crate::config::Protocol>,
     phase: Phase,
     /// The generation that owns the slots (the newest that started whole).
     generation: u64,
@@ -125,6 +126,7 @@ impl Master {
         let slots = config.processes as usize;
         Self {
             config,
+            protocols: listeners.iter().map(|l| l.protocol).collect(),
             listeners: listeners.into_iter().map(|l| l.fd).collect(),
             phase: Phase::Starting,
             generation: 1,
@@ -695,7 +697,7 @@ impl Master {
             id,
             generation,
             master_pid: std::process::id(),
-            listeners: self.listeners.len(),
+            listeners: self.protocols.clone(),
         };
         let spawned = match spawn::spawn_worker(&spec, &self.listeners) {
             Ok(spawned) => spawned,

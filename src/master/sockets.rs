@@ -6,7 +6,7 @@ use std::os::unix::net::UnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::config::ListenAddress;
+use crate::config::{Config, ListenAddress, Protocol};
 
 /// A socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -21,25 +21,44 @@ pub struct BindError {
 #[derive(Debug)]
 pub struct Listener {
     pub address: ListenAddress,
+    pub protocol: Protocol,
     pub fd: OwnedFd,
 }
 
-/// Binds every address with the given listen queue size.
-pub fn bind_all(addresses: &[ListenAddress], backlog: u32) -> Result<Vec<Listener>, BindError> {
-    addresses
+/// Binds every configured socket with the listen queue size, and applies
+/// `--chmod-socket` and `--chown-socket` to unix sockets.
+pub fn bind_all(config: &Config) -> Result<Vec<Listener>, BindError> {
+    config
+        .listen
         .iter()
-        .map(|address| {
-            bind(address, backlog)
-                .map(|fd| Listener {
-                    address: address.clone(),
-                    fd,
-                })
-                .map_err(|source| BindError {
-                    address: address.clone(),
-                    source,
-                })
+        .map(|socket| {
+            let address = &socket.address;
+            let fail = |source| BindError {
+                address: address.clone(),
+                source,
+            };
+            let fd = bind(address, config.backlog).map_err(fail)?;
+            if let ListenAddress::Unix(path) = address {
+                set_unix_permissions(path, config).map_err(fail)?;
+            }
+            Ok(Listener {
+                address: address.clone(),
+                protocol: socket.protocol,
+                fd,
+            })
         })
         .collect()
+}
+
+fn set_unix_permissions(path: &std::path::Path, config: &Config) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(mode) = config.chmod_socket {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some((uid, gid)) = config.chown_socket {
+        std::os::unix::fs::chown(path, uid, gid)?;
+    }
+    Ok(())
 }
 
 fn bind(address: &ListenAddress, backlog: u32) -> std::io::Result<OwnedFd> {

@@ -27,6 +27,7 @@ pub mod http;
 mod policy;
 pub mod proxy;
 mod target;
+pub mod uwsgi;
 
 pub use chunked::{Chunk, ChunkError, ChunkErrorKind, ChunkLimits, ChunkedDecoder};
 pub use http::{

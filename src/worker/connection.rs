@@ -17,7 +17,8 @@ use crate::control::RetireMode;
 use crate::protocol::chunked::{Chunk, ChunkedDecoder};
 use crate::protocol::http::{BodyFraming, HeadParser, RequestError, RequestHead};
 use crate::protocol::proxy::{parse_proxy, proxy_header_present};
-use crate::wsgi::{BodyError, Endpoints, Event, Request, RequestBody, ResponseHead};
+use crate::protocol::uwsgi::{parse_packet, Packet};
+use crate::wsgi::{BodyError, Endpoints, Event, Request, RequestBody, ResponseHead, Source};
 
 /// Unread request body bytes a connection reads and discards after the
 /// response, to reach the next request; beyond this it is closed instead.
@@ -65,18 +66,150 @@ pub async fn serve<S>(
             }
         };
         first = false;
-        let keep_alive =
-            match exchange(&mut stream, &mut buffer, head, &endpoints, &context, &jobs).await {
-                Ok(keep_alive) => keep_alive,
-                Err(error) => {
-                    debug!(%error, "connection ended");
-                    false
-                }
-            };
+        let incoming = Incoming::http(head);
+        let keep_alive = match exchange(
+            &mut stream,
+            &mut buffer,
+            incoming,
+            &endpoints,
+            &context,
+            &jobs,
+        )
+        .await
+        {
+            Ok(keep_alive) => keep_alive,
+            Err(error) => {
+                debug!(%error, "connection ended");
+                false
+            }
+        };
         if !keep_alive {
             let _ = stream.shutdown().await;
             return;
         }
+    }
+}
+
+/// Serves the one request of a uwsgi-protocol connection (nginx's
+/// `uwsgi_pass`): a packet of variables, the body, then the response as
+/// plain HTTP, and the connection closes.
+pub async fn serve_uwsgi<S>(
+    mut stream: S,
+    endpoints: Endpoints,
+    context: Arc<WorkerContext>,
+    jobs: flume::Sender<Request>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = &context.config;
+    let mut buffer = BytesMut::with_capacity(4096);
+    let packet = loop {
+        match parse_packet(&buffer, config.limits.max_head_bytes, config.max_vars) {
+            Ok(Some((packet, consumed))) => {
+                buffer.advance(consumed);
+                break packet;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                warn!(event = "bad_request", client = ?endpoints.remote, "refused a uwsgi packet: {error}");
+                return;
+            }
+        }
+        match tokio::time::timeout(config.socket_timeout, stream.read_buf(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    };
+    if packet.modifier1 != 0 {
+        warn!(
+            event = "bad_request",
+            modifier1 = packet.modifier1,
+            "refused a uwsgi packet: modifier1 {} is not a WSGI request (set uwsgi_modifier1 0)",
+            packet.modifier1
+        );
+        return;
+    }
+    let incoming = match Incoming::uwsgi(packet) {
+        Ok(incoming) => incoming,
+        Err(reason) => {
+            warn!(event = "bad_request", "refused a uwsgi packet: {reason}");
+            return;
+        }
+    };
+    if let Err(error) = exchange(
+        &mut stream,
+        &mut buffer,
+        incoming,
+        &endpoints,
+        &context,
+        &jobs,
+    )
+    .await
+    {
+        debug!(%error, "uwsgi connection ended");
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// A request as the connection handles it, from either protocol.
+struct Incoming {
+    source: Source,
+    method: Box<str>,
+    path: Box<[u8]>,
+    framing: BodyFraming,
+    minor_version: u8,
+    keep_alive: bool,
+    expect_continue: bool,
+    /// A uwsgi-protocol request: the response is delimited by the close.
+    uwsgi: bool,
+}
+
+impl Incoming {
+    fn http(head: RequestHead) -> Self {
+        Self {
+            method: head.method.clone(),
+            path: head.path.clone(),
+            framing: head.framing,
+            minor_version: head.minor_version,
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue && head.minor_version >= 1,
+            uwsgi: false,
+            source: Source::Http(head),
+        }
+    }
+
+    fn uwsgi(packet: Packet) -> Result<Self, String> {
+        let text = |name: &str| {
+            packet
+                .var(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let length = match text("CONTENT_LENGTH").as_deref().map(str::trim) {
+            None | Some("") => 0,
+            Some(digits) => digits
+                .parse::<u64>()
+                .map_err(|_| format!("invalid CONTENT_LENGTH {digits:?}"))?,
+        };
+        let path = packet
+            .var("PATH_INFO")
+            .or_else(|| packet.var("REQUEST_URI"))
+            .unwrap_or(b"/");
+        Ok(Self {
+            method: text("REQUEST_METHOD")
+                .unwrap_or_else(|| "GET".to_owned())
+                .into(),
+            path: Box::from(path),
+            framing: if length == 0 {
+                BodyFraming::Empty
+            } else {
+                BodyFraming::Length(length)
+            },
+            minor_version: u8::from(packet.var("SERVER_PROTOCOL") != Some(b"HTTP/1.0")),
+            keep_alive: false,
+            expect_continue: false,
+            uwsgi: true,
+            source: Source::Uwsgi(packet),
+        })
     }
 }
 
@@ -217,7 +350,7 @@ fn reason_phrase(status: u16) -> &'static str {
 async fn exchange<S>(
     stream: &mut S,
     buffer: &mut BytesMut,
-    head: RequestHead,
+    incoming: Incoming,
     endpoints: &Endpoints,
     context: &WorkerContext,
     jobs: &flume::Sender<Request>,
@@ -227,12 +360,12 @@ where
 {
     let started = Instant::now();
     let config = &context.config;
-    let mut body = BodyReader::new(&head.framing);
-    let request_body = match head.framing {
+    let mut body = BodyReader::new(&incoming.framing);
+    let request_body = match incoming.framing {
         BodyFraming::Empty => RequestBody::Empty,
         BodyFraming::Length(0) => RequestBody::Empty,
         BodyFraming::Length(length)
-            if length <= config.post_buffering as u64 && !head.expect_continue =>
+            if length <= config.post_buffering as u64 && !incoming.expect_continue =>
         {
             let whole = body
                 .read_to_end(stream, buffer, config.socket_timeout)
@@ -244,20 +377,23 @@ where
     };
 
     let exchange = Exchange {
-        method_is_head: &*head.method == "HEAD",
-        minor_version: head.minor_version,
-        client_keep_alive: head.keep_alive,
-        expect_continue: head.expect_continue && head.minor_version >= 1,
+        method_is_head: &*incoming.method == "HEAD",
+        minor_version: incoming.minor_version,
+        client_keep_alive: incoming.keep_alive,
+        expect_continue: incoming.expect_continue,
+        close_delimited: incoming.uwsgi,
     };
-    let request_id = context.begin_request(&head.method, &head.path);
-    let method = head.method.clone();
+    let request_id = context.begin_request(&incoming.method, &incoming.path);
+    let method = incoming.method.clone();
     let path = config
         .request_log
-        .then(|| String::from_utf8_lossy(&head.path).into_owned());
+        .then(|| String::from_utf8_lossy(&incoming.path).into_owned());
 
     let (events_tx, events) = mpsc::unbounded_channel();
     let request = Request {
-        head,
+        source: incoming.source,
+        method: incoming.method,
+        path: incoming.path,
         body: request_body,
         endpoints: endpoints.clone(),
         events: events_tx,
@@ -304,6 +440,8 @@ struct Exchange {
     minor_version: u8,
     client_keep_alive: bool,
     expect_continue: bool,
+    /// The response ends when the connection closes (uwsgi protocol).
+    close_delimited: bool,
 }
 
 /// A response that was written.
@@ -428,7 +566,9 @@ fn encode_head(
         _ if bodiless => Framing::None,
         (Some(length), _) => Framing::Length { remaining: length },
         (None, Some(length)) => Framing::Length { remaining: length },
-        (None, None) if exchange.minor_version >= 1 => Framing::Chunked,
+        (None, None) if exchange.minor_version >= 1 && !exchange.close_delimited => {
+            Framing::Chunked
+        }
         (None, None) => Framing::Close,
     };
     if framing == Framing::Close {

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::connection;
 use super::context::WorkerContext;
+use crate::config::Protocol;
 use crate::control::{RetireMode, FIRST_INHERITED_FD};
 use crate::wsgi::{Endpoints, Request};
 
@@ -40,7 +41,7 @@ impl Server {
             .enable_all()
             .build()?;
         let mut accept_loops = Vec::new();
-        for index in 0..context.spec.listeners {
+        for (index, protocol) in context.spec.listeners.iter().enumerate() {
             let fd = FIRST_INHERITED_FD + index as i32;
             // SAFETY: the master placed listening socket number `index` on
             // this descriptor before exec, and nothing else in the worker
@@ -49,7 +50,8 @@ impl Server {
             let listener = runtime.block_on(async { adopt(owned) })?;
             let context = context.clone();
             let jobs = jobs.clone();
-            accept_loops.push(runtime.spawn(accept_loop(listener, context, jobs)));
+            let protocol = *protocol;
+            accept_loops.push(runtime.spawn(accept_loop(listener, protocol, context, jobs)));
         }
         Ok(Self {
             runtime,
@@ -96,6 +98,7 @@ fn adopt(fd: OwnedFd) -> std::io::Result<Listener> {
 
 async fn accept_loop(
     listener: Listener,
+    protocol: Protocol,
     context: Arc<WorkerContext>,
     jobs: flume::Sender<Request>,
 ) {
@@ -106,7 +109,7 @@ async fn accept_loop(
             biased;
             () = retiring(&mut retire) => break,
             accepted = accept(&listener) => match accepted {
-                Ok(stream) => serve(stream, &local, &context, &jobs),
+                Ok(stream) => serve(stream, protocol, &local, &context, &jobs),
                 Err(error) => {
                     // Out of descriptors or memory: back off instead of
                     // spinning; the connection stays queued.
@@ -118,7 +121,7 @@ async fn accept_loop(
     }
     let mode = context.retire_mode();
     if mode == Some(RetireMode::Shutdown) {
-        drain_queue(&listener, &local, &context, &jobs);
+        drain_queue(&listener, protocol, &local, &context, &jobs);
     }
     debug!("accept loop stopped");
 }
@@ -127,6 +130,7 @@ async fn accept_loop(
 /// queued, so none is reset when the socket closes.
 fn drain_queue(
     listener: &Listener,
+    protocol: Protocol,
     local: &Endpoints,
     context: &Arc<WorkerContext>,
     jobs: &flume::Sender<Request>,
@@ -153,7 +157,7 @@ fn drain_queue(
                 .map(Stream::Unix),
         };
         match stream {
-            Ok(stream) => serve(stream, local, context, jobs),
+            Ok(stream) => serve(stream, protocol, local, context, jobs),
             Err(error) => warn!(%error, "cannot adopt a queued connection"),
         }
     }
@@ -181,6 +185,7 @@ async fn accept(listener: &Listener) -> std::io::Result<Stream> {
 
 fn serve(
     stream: Stream,
+    protocol: Protocol,
     local: &Endpoints,
     context: &Arc<WorkerContext>,
     jobs: &flume::Sender<Request>,
@@ -194,16 +199,31 @@ fn serve(
             let _ = stream.set_nodelay(true);
             endpoints.remote = peer;
             tokio::spawn(async move {
-                connection::serve(stream, endpoints, context, jobs).await;
+                serve_protocol(stream, protocol, endpoints, context, jobs).await;
                 drop(guard);
             });
         }
         Stream::Unix(stream) => {
             tokio::spawn(async move {
-                connection::serve(stream, endpoints, context, jobs).await;
+                serve_protocol(stream, protocol, endpoints, context, jobs).await;
                 drop(guard);
             });
         }
+    }
+}
+
+async fn serve_protocol<S>(
+    stream: S,
+    protocol: Protocol,
+    endpoints: Endpoints,
+    context: Arc<WorkerContext>,
+    jobs: flume::Sender<Request>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match protocol {
+        Protocol::Http => connection::serve(stream, endpoints, context, jobs).await,
+        Protocol::Uwsgi => connection::serve_uwsgi(stream, endpoints, context, jobs).await,
     }
 }
 

@@ -9,8 +9,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use super::Request;
+use super::{Endpoints, Request, Source};
 use crate::protocol::http::percent_decode;
+use crate::protocol::http::RequestHead;
+use crate::protocol::uwsgi::Packet;
 
 /// Values that are the same in every environ of a worker.
 pub struct Constants {
@@ -45,9 +47,36 @@ pub fn build<'py>(
     let constants = CONSTANTS
         .get(py)
         .expect("the environ constants are set before requests are served");
-    let head = &request.head;
     let environ = PyDict::new(py);
+    let scheme = match &request.source {
+        Source::Http(head) => {
+            from_http(py, &environ, head, &request.endpoints)?;
+            intern!(py, "http").clone()
+        }
+        Source::Uwsgi(packet) => from_uwsgi(py, &environ, packet)?,
+    };
 
+    environ.set_item(intern!(py, "wsgi.version"), constants.version.bind(py))?;
+    environ.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    environ.set_item(intern!(py, "wsgi.input"), input)?;
+    environ.set_item(intern!(py, "wsgi.errors"), constants.errors.bind(py))?;
+    environ.set_item(intern!(py, "wsgi.multithread"), constants.multithread)?;
+    environ.set_item(intern!(py, "wsgi.multiprocess"), constants.multiprocess)?;
+    environ.set_item(intern!(py, "wsgi.run_once"), false)?;
+    environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    environ.set_item(
+        intern!(py, "wsgi.file_wrapper"),
+        constants.file_wrapper.bind(py),
+    )?;
+    Ok(environ)
+}
+
+fn from_http<'py>(
+    py: Python<'py>,
+    environ: &Bound<'py, PyDict>,
+    head: &RequestHead,
+    endpoints: &Endpoints,
+) -> PyResult<()> {
     environ.set_item(intern!(py, "REQUEST_METHOD"), &*head.method)?;
     environ.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
     environ.set_item(
@@ -56,13 +85,13 @@ pub fn build<'py>(
     )?;
     environ.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query)?)?;
     environ.set_item(intern!(py, "RAW_URI"), latin1(py, &head.target)?)?;
+    environ.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target)?)?;
     let protocol = if head.minor_version == 0 {
         intern!(py, "HTTP/1.0")
     } else {
         intern!(py, "HTTP/1.1")
     };
     environ.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-    let endpoints = &request.endpoints;
     environ.set_item(intern!(py, "SERVER_NAME"), &endpoints.server_name)?;
     environ.set_item(intern!(py, "SERVER_PORT"), &endpoints.server_port)?;
     match endpoints.remote {
@@ -85,20 +114,67 @@ pub fn build<'py>(
             None => environ.set_item(key, value)?,
         }
     }
+    Ok(())
+}
 
-    environ.set_item(intern!(py, "wsgi.version"), constants.version.bind(py))?;
-    environ.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
-    environ.set_item(intern!(py, "wsgi.input"), input)?;
-    environ.set_item(intern!(py, "wsgi.errors"), constants.errors.bind(py))?;
-    environ.set_item(intern!(py, "wsgi.multithread"), constants.multithread)?;
-    environ.set_item(intern!(py, "wsgi.multiprocess"), constants.multiprocess)?;
-    environ.set_item(intern!(py, "wsgi.run_once"), false)?;
-    environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
-    environ.set_item(
-        intern!(py, "wsgi.file_wrapper"),
-        constants.file_wrapper.bind(py),
-    )?;
-    Ok(environ)
+/// The uwsgi packet's variables are environ entries; uWSGI's `UWSGI_*`
+/// variables, which would change how the server behaves, are left out.
+/// Returns the URL scheme (`https` when the front end says so).
+fn from_uwsgi<'py>(
+    py: Python<'py>,
+    environ: &Bound<'py, PyDict>,
+    packet: &Packet,
+) -> PyResult<Bound<'py, PyString>> {
+    for (key, value) in &packet.vars {
+        if key.starts_with(b"UWSGI_") {
+            report_magic_variable(key);
+            continue;
+        }
+        environ.set_item(latin1(py, key)?, latin1(py, value)?)?;
+    }
+    let defaults = [
+        (intern!(py, "SCRIPT_NAME"), ""),
+        (intern!(py, "QUERY_STRING"), ""),
+        (intern!(py, "REQUEST_METHOD"), "GET"),
+        (intern!(py, "SERVER_PROTOCOL"), "HTTP/1.1"),
+        (intern!(py, "SERVER_NAME"), ""),
+        (intern!(py, "SERVER_PORT"), ""),
+        (intern!(py, "REMOTE_ADDR"), ""),
+    ];
+    for (key, value) in defaults {
+        if !environ.contains(key)? {
+            environ.set_item(key, value)?;
+        }
+    }
+    if !environ.contains(intern!(py, "PATH_INFO"))? {
+        let uri = packet.var("REQUEST_URI").unwrap_or(b"/");
+        let path = uri.split(|&b| b == b'?').next().unwrap_or(b"/");
+        environ.set_item(intern!(py, "PATH_INFO"), latin1(py, &percent_decode(path))?)?;
+    }
+    let https = packet
+        .var("HTTPS")
+        .is_some_and(|value| value.eq_ignore_ascii_case(b"on") || value == b"1");
+    Ok(if https {
+        intern!(py, "https").clone()
+    } else {
+        intern!(py, "http").clone()
+    })
+}
+
+/// Logs each distinct `UWSGI_*` variable once per worker.
+fn report_magic_variable(key: &[u8]) {
+    static SEEN: std::sync::Mutex<Vec<Box<[u8]>>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.iter().any(|known| &**known == key) {
+        return;
+    }
+    seen.push(Box::from(key));
+    tracing::warn!(
+        variable = %String::from_utf8_lossy(key),
+        "ignoring uwsgi variable {} sent by the front end: mercy does not let \
+         requests change how it behaves",
+        String::from_utf8_lossy(key)
+    );
 }
 
 /// `Content-Type` -> `CONTENT_TYPE`, `X-Foo` -> `HTTP_X_FOO`.

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::protocol::http::RequestHead;
+use crate::protocol::uwsgi::Packet;
 
 pub use native::{install_app, native_module, APP};
 pub use wait::{hub, set_gevent_wait, set_mode, wake_hub, Hub, Mode, Reply};
@@ -43,10 +44,22 @@ pub struct Endpoints {
     pub server_port: String,
 }
 
+/// What the environ is built from.
+#[derive(Debug)]
+pub enum Source {
+    /// An HTTP/1.1 request head.
+    Http(RequestHead),
+    /// The variables of a uwsgi packet, which are environ entries already.
+    Uwsgi(Packet),
+}
+
 /// One request handed to a Python thread.
 #[derive(Debug)]
 pub struct Request {
-    pub head: RequestHead,
+    pub source: Source,
+    /// The method and raw path, for the log.
+    pub method: Box<str>,
+    pub path: Box<[u8]>,
     pub body: RequestBody,
     pub endpoints: Endpoints,
     pub events: mpsc::UnboundedSender<Event>,

@@ -294,17 +294,17 @@ fn log_app_error(py: Python<'_>, error: &PyErr, request: &Request) {
         .map(|lines| lines.concat())
         .unwrap_or_else(|_| error.to_string());
     let context = worker::context();
-    let path = String::from_utf8_lossy(&request.head.path);
+    let path = String::from_utf8_lossy(&request.path);
     error!(
         event = "app_error",
         worker.id = context.spec.id,
         worker.pid = std::process::id(),
         generation = context.spec.generation,
-        method = %request.head.method,
+        method = %request.method,
         path = %path,
         traceback = %traceback,
         "the app raised an exception on {} {path}{}",
-        request.head.method,
+        request.method,
         crate::logging::inline(&traceback)
     );
 }
