@@ -62,6 +62,29 @@ pub enum ToMaster {
     Reload,
     /// The diagnostic for an expired retirement is written.
     Diagnosed,
+    /// The worker's counters, sent about once a second while they change.
+    Stats(WorkerStats),
+}
+
+/// A worker's counters since it started, for `--stats` and `--metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub requests: u64,
+    pub exceptions: u64,
+    /// Response bytes sent.
+    pub tx: u64,
+    /// Time spent in requests, in microseconds.
+    pub running_time_us: u64,
+    /// Average request time, in microseconds.
+    pub avg_rt_us: u64,
+    pub cores: Vec<CoreStats>,
+}
+
+/// One request slot of a worker: a thread, or a greenlet in gevent mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreStats {
+    pub requests: u64,
+    pub in_request: bool,
 }
 
 /// Encodes a message as one line.

@@ -37,6 +37,8 @@ class Engine:
     def __init__(self, greenlets):
         self.limit = greenlets
         self.active = 0
+        # Request slots (uWSGI's "cores"), handed to greenlets as they start.
+        self.free_slots = list(range(greenlets - 1, -1, -1))
         self.idle = gevent.event.Event()
         self.idle.set()
         self.retiring = gevent.event.Event()
@@ -56,13 +58,14 @@ class Engine:
         while self.active < self.limit and _mercy.requests_waiting():
             self.active += 1
             self.idle.clear()
-            gevent.spawn(self.serve)
+            gevent.spawn(self.serve, self.free_slots.pop())
 
-    def serve(self):
+    def serve(self, slot):
         try:
-            while _mercy.handle_next():
+            while _mercy.handle_next(slot):
                 pass
         finally:
+            self.free_slots.append(slot)
             self.active -= 1
             if self.active == 0:
                 self.idle.set()

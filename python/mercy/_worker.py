@@ -77,7 +77,10 @@ def start_request_threads(count):
     threads = []
     for index in range(count):
         thread = threading.Thread(
-            target=_mercy.serve, name="mercy-request-%d" % (index + 1), daemon=True
+            target=_mercy.serve,
+            args=(index,),
+            name="mercy-request-%d" % (index + 1),
+            daemon=True,
         )
         thread.start()
         threads.append(thread)

@@ -181,6 +181,19 @@ pub struct Options {
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
+    /// Answer each connection on ADDR with a JSON document of the workers'
+    /// figures, in uWSGI's format (`uwsgitop ADDR` reads it).
+    #[arg(long, visible_alias = "stats-server", value_name = "ADDR")]
+    pub stats: Option<String>,
+
+    /// Serve the `--stats` document as an HTTP response.
+    #[arg(long)]
+    pub stats_http: bool,
+
+    /// Serve the same figures in Prometheus' text format over HTTP on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
     /// Write log lines as JSON objects.
     #[arg(long)]
     pub log_json: bool,
@@ -255,6 +268,9 @@ pub struct Config {
     pub limits: Limits,
     pub proxy_protocol: bool,
     pub env: Vec<(String, String)>,
+    pub stats: Option<ListenAddress>,
+    pub stats_http: bool,
+    pub metrics: Option<ListenAddress>,
     pub log_json: bool,
     pub request_log: bool,
     pub logto: Option<PathBuf>,
@@ -426,6 +442,17 @@ impl Options {
             },
             proxy_protocol: self.enable_proxy_protocol,
             env,
+            stats: self
+                .stats
+                .as_deref()
+                .map(ListenAddress::parse)
+                .transpose()?,
+            stats_http: self.stats_http,
+            metrics: self
+                .metrics
+                .as_deref()
+                .map(ListenAddress::parse)
+                .transpose()?,
             log_json: self.log_json,
             request_log: !self.disable_logging,
             logto: self.logto,

@@ -6,11 +6,13 @@
 
 mod sockets;
 mod spawn;
+mod stats;
 mod workers;
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -56,6 +58,27 @@ enum Phase {
     ShuttingDown { mode: RetireMode },
 }
 
+/// What a worker slot did before its current worker: its counters carry
+/// over respawns and reloads, as uWSGI's do.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotHistory {
+    requests: u64,
+    exceptions: u64,
+    tx: u64,
+    running_time_us: u64,
+    respawns: u64,
+    harakiri: u64,
+}
+
+/// The outcome of the latest reload, for the stats.
+#[derive(Debug, Clone)]
+struct ReloadRecord {
+    result: &'static str,
+    error: Option<String>,
+    at: SystemTime,
+    generation: u64,
+}
+
 /// Something that happened to a worker, reported by its watcher tasks.
 #[derive(Debug)]
 enum WorkerEvent {
@@ -89,6 +112,8 @@ struct Master {
     /// Per slot: consecutive quick deaths, for the respawn backoff.
     quick_deaths: Vec<u32>,
     killed_count: u64,
+    slots: HashMap<u32, SlotHistory>,
+    last_reload: Option<ReloadRecord>,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events_rx: mpsc::UnboundedReceiver<WorkerEvent>,
     outcome: Option<Outcome>,
@@ -135,6 +160,8 @@ impl Master {
             respawns: Vec::new(),
             quick_deaths: vec![0; slots + 1],
             killed_count: 0,
+            slots: HashMap::new(),
+            last_reload: None,
             events_tx,
             events_rx,
             outcome: None,
@@ -143,6 +170,25 @@ impl Master {
 
     async fn main_loop(&mut self) -> anyhow::Result<Outcome> {
         let mut signals = Signals::install()?;
+        let stats_listener = match &self.config.stats {
+            Some(address) => Some(stats::StatsListener::bind(address).await.map_err(|error| {
+                anyhow::anyhow!("cannot listen for --stats on {address}: {error}")
+            })?),
+            None => None,
+        };
+        let metrics_listener = match &self.config.metrics {
+            Some(address) => Some(stats::StatsListener::bind(address).await.map_err(|error| {
+                anyhow::anyhow!("cannot listen for --metrics on {address}: {error}")
+            })?),
+            None => None,
+        };
+        let stats_framing = if self.config.stats_http {
+            stats::Framing::Http {
+                content_type: "application/json",
+            }
+        } else {
+            stats::Framing::Raw
+        };
         for id in 1..=self.config.processes {
             self.spawn(id, self.generation, false);
         }
@@ -157,6 +203,17 @@ impl Master {
                 _ = signals.quit.recv() => self.on_signal(MasterSignal::Quit),
                 Some(event) = self.events_rx.recv() => self.on_worker_event(event),
                 _ = tick.tick() => self.on_tick(),
+                Ok(client) = stats::accept_optional(stats_listener.as_ref()) => {
+                    let body = self.stats_document().to_string();
+                    tokio::spawn(stats::answer(client, body, stats_framing));
+                }
+                Ok(client) = stats::accept_optional(metrics_listener.as_ref()) => {
+                    let body = self.metrics_text();
+                    let framing = stats::Framing::Http {
+                        content_type: "text/plain; version=0.0.4",
+                    };
+                    tokio::spawn(stats::answer(client, body, framing));
+                }
             }
         }
         Ok(self.outcome.expect("the loop ends with an outcome"))
@@ -283,6 +340,11 @@ impl Master {
             ToMaster::Ready => self.on_ready(pid),
             ToMaster::LoadFailed { error } => self.on_load_failed(pid, &error),
             ToMaster::Reload => self.request_reload("the app called reload()"),
+            ToMaster::Stats(stats) => {
+                if let Some(worker) = self.workers.get_mut(pid) {
+                    worker.stats = stats;
+                }
+            }
             ToMaster::Diagnosed => {
                 if matches!(
                     self.workers.get(pid).map(|w| &w.state),
@@ -400,6 +462,12 @@ impl Master {
                     "reload failed, generation {} keeps serving: {error}",
                     self.generation
                 );
+                self.last_reload = Some(ReloadRecord {
+                    result: "failed",
+                    error: Some(error.to_owned()),
+                    at: SystemTime::now(),
+                    generation: new,
+                });
                 for pid in self.workers.of_generation(new) {
                     self.stop_unneeded(pid);
                 }
@@ -437,8 +505,14 @@ impl Master {
             started_at,
             state,
             load_failed,
+            stats,
             ..
         } = worker;
+        let history = self.slots.entry(id).or_default();
+        history.requests += stats.requests;
+        history.exceptions += stats.exceptions;
+        history.tx += stats.tx;
+        history.running_time_us += stats.running_time_us;
         match state {
             WorkerState::Retiring { .. } | WorkerState::Expired { .. } => {
                 info!(
@@ -527,6 +601,12 @@ impl Master {
         if !self.workers.older_than(generation).is_empty() {
             return;
         }
+        self.last_reload = Some(ReloadRecord {
+            result: "done",
+            error: None,
+            at: SystemTime::now(),
+            generation,
+        });
         info!(
             event = "reload_done",
             generation,
@@ -762,7 +842,19 @@ impl Master {
             },
             load_failed: false,
             control: writer,
+            stats: Default::default(),
+            spawned_at: SystemTime::now(),
         });
+        if respawn {
+            self.slots.entry(id).or_default().respawns += 1;
+        }
+    }
+}
+
+impl Master {
+    /// The counters a slot carried before its current worker.
+    fn history(&self, id: u32) -> SlotHistory {
+        self.slots.get(&id).copied().unwrap_or_default()
     }
 }
 

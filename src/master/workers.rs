@@ -1,12 +1,12 @@
 //! The master's table of worker processes.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::net::unix::OwnedWriteHalf;
 use tracing::warn;
 
-use crate::control::{encode, ToWorker};
+use crate::control::{encode, ToWorker, WorkerStats};
 
 /// Where a worker is in its life, as the master sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,9 @@ pub struct Worker {
     /// The worker reported that it could not load the app.
     pub load_failed: bool,
     pub control: OwnedWriteHalf,
+    /// Its latest counters.
+    pub stats: WorkerStats,
+    pub spawned_at: SystemTime,
 }
 
 impl Worker {
@@ -76,6 +79,10 @@ impl Workers {
 
     pub fn get_mut(&mut self, pid: u32) -> Option<&mut Worker> {
         self.by_pid.get_mut(&pid)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Worker> {
+        self.by_pid.values()
     }
 
     pub fn len(&self) -> usize {

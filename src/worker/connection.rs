@@ -410,6 +410,7 @@ where
         Ok(done) => (done.status, done.body_bytes, done.keep_alive),
         Err(_) => (0, 0, false),
     };
+    context.record_request(sent, started.elapsed());
     if let Some(path) = path {
         info!(
             event = "request",

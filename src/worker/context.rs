@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -13,8 +13,9 @@ use pyo3::types::PyModule;
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::config::Concurrency;
 use crate::config::Config;
-use crate::control::{encode, RetireMode, ToMaster, WorkerSpec};
+use crate::control::{encode, CoreStats, RetireMode, ToMaster, WorkerSpec, WorkerStats};
 use crate::wsgi::Request;
 
 static CONTEXT: OnceLock<Arc<WorkerContext>> = OnceLock::new();
@@ -90,6 +91,22 @@ pub struct WorkerContext {
     master: Mutex<UnixStream>,
     /// mercy's Python worker module, for the diagnostic.
     pub python: OnceLock<Py<PyModule>>,
+    counters: Counters,
+}
+
+/// What the worker has done, for the master's stats.
+struct Counters {
+    requests: AtomicU64,
+    exceptions: AtomicU64,
+    tx: AtomicU64,
+    running_time_us: AtomicU64,
+    cores: Vec<Core>,
+}
+
+#[derive(Default)]
+struct Core {
+    requests: AtomicU64,
+    in_request: AtomicBool,
 }
 
 impl WorkerContext {
@@ -100,6 +117,7 @@ impl WorkerContext {
         jobs: flume::Receiver<Request>,
         master: UnixStream,
     ) -> &'static Arc<Self> {
+        let config_cores = config.concurrency;
         let context = Arc::new(Self {
             spec,
             config,
@@ -111,6 +129,15 @@ impl WorkerContext {
             next_request: AtomicU64::new(0),
             master: Mutex::new(master),
             python: OnceLock::new(),
+            counters: Counters {
+                requests: AtomicU64::new(0),
+                exceptions: AtomicU64::new(0),
+                tx: AtomicU64::new(0),
+                running_time_us: AtomicU64::new(0),
+                cores: (0..core_count(&config_cores))
+                    .map(|_| Core::default())
+                    .collect(),
+            },
         });
         if CONTEXT.set(context).is_err() {
             panic!("the worker context is installed once");
@@ -188,6 +215,54 @@ impl WorkerContext {
         id
     }
 
+    /// Counts a finished request: its response bytes and its duration.
+    pub fn record_request(&self, sent: u64, duration: std::time::Duration) {
+        let counters = &self.counters;
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        counters.tx.fetch_add(sent, Ordering::Relaxed);
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        counters
+            .running_time_us
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts an exception raised by the app.
+    pub fn record_exception(&self) {
+        self.counters.exceptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks request slot `core` busy (or idle again).
+    pub fn core_busy(&self, core: usize, busy: bool) {
+        if let Some(slot) = self.counters.cores.get(core) {
+            slot.in_request.store(busy, Ordering::Relaxed);
+            if busy {
+                slot.requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The counters as the master's stats want them.
+    pub fn stats(&self) -> WorkerStats {
+        let counters = &self.counters;
+        let requests = counters.requests.load(Ordering::Relaxed);
+        let running_time_us = counters.running_time_us.load(Ordering::Relaxed);
+        WorkerStats {
+            requests,
+            exceptions: counters.exceptions.load(Ordering::Relaxed),
+            tx: counters.tx.load(Ordering::Relaxed),
+            running_time_us,
+            avg_rt_us: running_time_us.checked_div(requests).unwrap_or(0),
+            cores: counters
+                .cores
+                .iter()
+                .map(|core| CoreStats {
+                    requests: core.requests.load(Ordering::Relaxed),
+                    in_request: core.in_request.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+
     pub fn end_request(&self, id: u64) {
         self.lock_in_flight().remove(&id);
     }
@@ -214,6 +289,14 @@ impl WorkerContext {
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, InFlight>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The number of request slots: threads, or greenlets in gevent mode.
+fn core_count(concurrency: &Concurrency) -> usize {
+    match *concurrency {
+        Concurrency::Threads(threads) => threads as usize,
+        Concurrency::Gevent { greenlets, .. } => greenlets as usize,
     }
 }
 

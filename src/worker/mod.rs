@@ -70,6 +70,7 @@ pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
     };
     context.send_master(&ToMaster::Ready);
     debug!(worker.id = context.spec.id, "worker serving");
+    server.runtime.spawn(report_stats(context));
 
     std::thread::Builder::new()
         .name("mercy-control".into())
@@ -156,6 +157,21 @@ fn run_gevent(
     }
     context.set_step(Step::Exit);
     exit_now()
+}
+
+/// Sends the worker's counters to the master about once a second while
+/// they change.
+async fn report_stats(context: &'static Arc<WorkerContext>) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let stats = context.stats();
+        if last.as_ref() != Some(&stats) {
+            context.send_master(&ToMaster::Stats(stats.clone()));
+            last = Some(stats);
+        }
+    }
 }
 
 /// Workers obey the master only: a Ctrl-C or terminal hang-up reaches the

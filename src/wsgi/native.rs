@@ -188,9 +188,10 @@ fn requests_waiting() -> bool {
     !worker::context().jobs.is_empty()
 }
 
-/// Serves one queued request in the calling greenlet; False if none waits.
+/// Serves one queued request in the calling greenlet (request slot
+/// `core`); False if none waits.
 #[pyfunction]
-fn handle_next(py: Python<'_>) -> bool {
+fn handle_next(py: Python<'_>, core: usize) -> bool {
     let Ok(request) = worker::context().jobs.try_recv() else {
         return false;
     };
@@ -198,7 +199,7 @@ fn handle_next(py: Python<'_>) -> bool {
         .get(py)
         .expect("the app is installed before requests are served")
         .clone_ref(py);
-    handle(py, app.bind(py), request);
+    handle(py, app.bind(py), request, core);
     true
 }
 
@@ -222,29 +223,33 @@ fn log_exception(py: Python<'_>, message: &str) {
     );
 }
 
-/// The loop of one request thread. Returns when the worker stops taking
+/// The loop of request thread `core`. Returns when the worker stops taking
 /// requests (the queue closes during retirement).
 #[pyfunction]
-fn serve(py: Python<'_>) -> PyResult<()> {
+fn serve(py: Python<'_>, core: usize) -> PyResult<()> {
     let jobs = worker::context().jobs.clone();
     let app = APP
         .get(py)
         .expect("the app is installed before request threads start")
         .clone_ref(py);
     while let Ok(request) = py.detach(|| jobs.recv()) {
-        handle(py, app.bind(py), request);
+        handle(py, app.bind(py), request, core);
     }
     Ok(())
 }
 
-fn handle(py: Python<'_>, app: &Bound<'_, PyAny>, request: Request) {
+fn handle(py: Python<'_>, app: &Bound<'_, PyAny>, request: Request, core: usize) {
+    let context = worker::context();
+    context.core_busy(core, true);
     let response = Response::new(request.events.clone());
     let outcome = call_app(py, app, &request, &response);
     if let Err(error) = outcome {
+        context.record_exception();
         log_app_error(py, &error, &request);
         response.fail(py);
     }
     response.finish(py);
+    context.core_busy(core, false);
 }
 
 fn call_app(

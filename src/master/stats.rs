@@ -1,0 +1,322 @@
+//! `--stats` (uWSGI's JSON document, so `uwsgitop` works), `--stats-http`,
+//! and `--metrics` (Prometheus text). The master answers from its own
+//! table; workers send their counters over the control channel.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::workers::WorkerState;
+use super::Master;
+use crate::config::{ListenAddress, Protocol};
+
+/// A socket the master answers stats on.
+pub enum StatsListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A connected stats client.
+pub trait StatsStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> StatsStream for T {}
+
+impl StatsListener {
+    pub async fn bind(address: &ListenAddress) -> std::io::Result<Self> {
+        match address {
+            ListenAddress::Tcp(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await?)),
+            ListenAddress::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                Ok(Self::Unix(UnixListener::bind(path)?))
+            }
+        }
+    }
+
+    pub async fn accept(&self) -> std::io::Result<Box<dyn StatsStream>> {
+        match self {
+            Self::Tcp(listener) => Ok(Box::new(listener.accept().await?.0)),
+            Self::Unix(listener) => Ok(Box::new(listener.accept().await?.0)),
+        }
+    }
+}
+
+/// Accepts on an optional listener; never resolves without one.
+pub async fn accept_optional(
+    listener: Option<&StatsListener>,
+) -> std::io::Result<Box<dyn StatsStream>> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a stats answer is framed.
+#[derive(Debug, Clone, Copy)]
+pub enum Framing {
+    /// The bare JSON document, then close (uWSGI's `--stats`).
+    Raw,
+    /// An HTTP/1.0 response (`--stats-http`, `--metrics`).
+    Http { content_type: &'static str },
+}
+
+/// Writes one answer and closes. With HTTP framing the request is read
+/// first (briefly, and ignored).
+pub async fn answer(mut stream: Box<dyn StatsStream>, body: String, framing: Framing) {
+    if let Framing::Http { content_type } = framing {
+        let mut request = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
+        let head = format!(
+            "HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(body.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
+fn unix_time(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// (queued connections, queue size) of a listening TCP socket.
+fn listen_queue(fd: i32) -> (u32, u32) {
+    // SAFETY: tcp_info is plain old data; getsockopt writes at most `len`
+    // bytes into it and the result is checked before it is read.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let result = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast::<libc::c_void>(),
+            &mut len,
+        );
+        if result == 0 {
+            (info.tcpi_unacked, info.tcpi_sacked)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
+/// Resident and virtual size of a process, in bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return (0, 0);
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0));
+    let vsz = fields.next().unwrap_or(0) * page;
+    let rss = fields.next().unwrap_or(0) * page;
+    (rss, vsz)
+}
+
+impl Master {
+    /// uWSGI's stats document, with mercy's own fields added.
+    pub(super) fn stats_document(&self) -> Value {
+        let mut queue_total = 0;
+        let sockets: Vec<Value> = self
+            .listeners
+            .iter()
+            .zip(&self.config.listen)
+            .map(|(fd, socket)| {
+                let (queue, max_queue) = match socket.address {
+                    ListenAddress::Tcp(_) => listen_queue(fd.as_raw_fd()),
+                    ListenAddress::Unix(_) => (0, self.config.backlog),
+                };
+                queue_total += queue;
+                json!({
+                    "name": socket.address.to_string(),
+                    "proto": match socket.protocol { Protocol::Http => "http", Protocol::Uwsgi => "uwsgi" },
+                    "queue": queue,
+                    "max_queue": max_queue,
+                    "shared": 0,
+                    "can_offload": 0,
+                })
+            })
+            .collect();
+
+        let mut workers: Vec<Value> = self
+            .workers
+            .iter()
+            .map(|worker| {
+                let (rss, vsz) = memory(worker.pid);
+                let history = self.history(worker.id);
+                let stats = &worker.stats;
+                let status = match worker.state {
+                    WorkerState::Starting { .. } => "starting",
+                    WorkerState::Ready if stats.cores.iter().any(|c| c.in_request) => "busy",
+                    WorkerState::Ready => "idle",
+                    WorkerState::Retiring { .. } | WorkerState::Expired { .. } => "retiring",
+                    WorkerState::Killed => "killed",
+                };
+                let cores: Vec<Value> = stats
+                    .cores
+                    .iter()
+                    .enumerate()
+                    .map(|(id, core)| {
+                        json!({
+                            "id": id,
+                            "requests": core.requests,
+                            "static_requests": 0,
+                            "routed_requests": 0,
+                            "offloaded_requests": 0,
+                            "write_errors": 0,
+                            "read_errors": 0,
+                            "in_request": u8::from(core.in_request),
+                            "vars": [],
+                            "req_info": {},
+                        })
+                    })
+                    .collect();
+                json!({
+                    "id": worker.id,
+                    "pid": worker.pid,
+                    "generation": worker.generation,
+                    "accepting": u8::from(worker.state == WorkerState::Ready),
+                    "requests": history.requests + stats.requests,
+                    "delta_requests": stats.requests,
+                    "exceptions": history.exceptions + stats.exceptions,
+                    "harakiri_count": history.harakiri,
+                    "signals": 0,
+                    "signal_queue": 0,
+                    "status": status,
+                    "rss": rss,
+                    "vsz": vsz,
+                    "running_time": history.running_time_us + stats.running_time_us,
+                    "last_spawn": unix_time(worker.spawned_at),
+                    "respawn_count": history.respawns,
+                    "tx": history.tx + stats.tx,
+                    "avg_rt": stats.avg_rt_us,
+                    "apps": [],
+                    "cores": cores,
+                })
+            })
+            .collect();
+        workers.sort_by_key(|w| (w["id"].as_u64(), w["generation"].as_u64()));
+
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        json!({
+            "version": format!("{}-mercy", env!("CARGO_PKG_VERSION")),
+            "listen_queue": queue_total,
+            "listen_queue_errors": 0,
+            "signal_queue": 0,
+            "load": queue_total,
+            "pid": std::process::id(),
+            "uid": nix::unistd::getuid().as_raw(),
+            "gid": nix::unistd::getgid().as_raw(),
+            "cwd": cwd,
+            "locks": [],
+            "sockets": sockets,
+            "workers": workers,
+            "generation": self.generation,
+            "phase": format!("{:?}", self.phase),
+            "last_reload": self.last_reload.as_ref().map(|reload| json!({
+                "result": reload.result,
+                "error": reload.error,
+                "at": unix_time(reload.at),
+                "generation": reload.generation,
+            })),
+            "forced_kills": self.killed_count,
+        })
+    }
+
+    /// The same figures in Prometheus' text format.
+    pub(super) fn metrics_text(&self) -> String {
+        let document = self.stats_document();
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
+            out.push_str(&format!(
+                "# HELP mercy_{name} {help}\n# TYPE mercy_{name} {kind}\n"
+            ));
+            for (labels, value) in rows {
+                out.push_str(&format!("mercy_{name}{labels} {value}\n"));
+            }
+        };
+        let top = |key: &str| document[key].as_u64().unwrap_or(0);
+        gauge(
+            "listen_queue",
+            "Connections waiting in the listen queues.",
+            "gauge",
+            vec![(String::new(), top("listen_queue"))],
+        );
+        gauge(
+            "generation",
+            "The generation of workers that serves.",
+            "gauge",
+            vec![(String::new(), top("generation"))],
+        );
+        gauge(
+            "forced_kills_total",
+            "Workers killed after their deadline.",
+            "counter",
+            vec![(String::new(), top("forced_kills"))],
+        );
+        let workers = document["workers"].as_array().cloned().unwrap_or_default();
+        let per_worker = |key: &str| -> Vec<(String, u64)> {
+            workers
+                .iter()
+                .map(|w| {
+                    let labels = format!(
+                        "{{worker=\"{}\",pid=\"{}\",generation=\"{}\"}}",
+                        w["id"], w["pid"], w["generation"]
+                    );
+                    (labels, w[key].as_u64().unwrap_or(0))
+                })
+                .collect()
+        };
+        gauge(
+            "worker_requests_total",
+            "Requests served by the worker slot.",
+            "counter",
+            per_worker("requests"),
+        );
+        gauge(
+            "worker_exceptions_total",
+            "Exceptions the app raised.",
+            "counter",
+            per_worker("exceptions"),
+        );
+        gauge(
+            "worker_tx_bytes_total",
+            "Response bytes sent.",
+            "counter",
+            per_worker("tx"),
+        );
+        gauge(
+            "worker_avg_rt_microseconds",
+            "Average request time.",
+            "gauge",
+            per_worker("avg_rt"),
+        );
+        gauge(
+            "worker_rss_bytes",
+            "Resident memory.",
+            "gauge",
+            per_worker("rss"),
+        );
+        gauge(
+            "worker_respawns_total",
+            "Respawns of the worker slot.",
+            "counter",
+            per_worker("respawn_count"),
+        );
+        gauge(
+            "worker_harakiri_total",
+            "Requests past --harakiri.",
+            "counter",
+            per_worker("harakiri_count"),
+        );
+        out
+    }
+}
