@@ -48,6 +48,8 @@ pub enum ToWorker {
     Retire { mode: RetireMode },
     /// The mercy deadline passed: write the diagnostic, the kill follows.
     Expired,
+    /// Reopen the log file (it was rotated).
+    ReopenLog,
 }
 
 /// Worker to master.
@@ -64,6 +66,13 @@ pub enum ToMaster {
     Diagnosed,
     /// The worker's counters, sent about once a second while they change.
     Stats(WorkerStats),
+    /// The worker reached a limit (`--max-requests`): replace it.
+    Recycle { reason: String },
+    /// A request passed `--harakiri` and was answered with a 504.
+    Harakiri,
+    /// A request passed `--harakiri` and its thread cannot be stopped:
+    /// replace the worker.
+    Stuck { reason: String },
 }
 
 /// A worker's counters since it started, for `--stats` and `--metrics`.

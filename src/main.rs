@@ -92,7 +92,21 @@ fn run_master(config: config::Config) -> ExitCode {
             config::ListenAddress::Tcp(_) => None,
         })
         .collect();
+    let pidfile = config.pidfile.clone();
+    if let Some(path) = &pidfile {
+        if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            tracing::error!(
+                event = "config_error",
+                "cannot write --pidfile {}: {error}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let outcome = master::run(config, listeners);
+    if let Some(path) = pidfile {
+        let _ = std::fs::remove_file(path);
+    }
     for path in unix_paths {
         let _ = std::fs::remove_file(path);
     }

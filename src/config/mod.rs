@@ -194,6 +194,57 @@ pub struct Options {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 
+    /// A FIFO the master reads one-letter commands from (uWSGI's letters:
+    /// r reload, c chain reload, q graceful stop, Q fast stop, l reopen
+    /// logs, + and - workers, s stats to the log).
+    #[arg(long, value_name = "PATH")]
+    pub master_fifo: Option<PathBuf>,
+
+    /// A graceful reload whenever this file's modification time changes.
+    #[arg(long, value_name = "FILE")]
+    pub touch_reload: Vec<PathBuf>,
+
+    /// A chain reload whenever this file's modification time changes.
+    #[arg(long, value_name = "FILE")]
+    pub touch_chain_reload: Vec<PathBuf>,
+
+    /// Write the master's pid to this file (removed at exit).
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Replace a worker after it served N requests (gracefully; its
+    /// replacement is ready first).
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
+
+    /// Worker i's limit is --max-requests + i * N, so workers are not all
+    /// replaced at once.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_requests_delta: u64,
+
+    /// Replace a worker after it has run this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_worker_lifetime: Option<u64>,
+
+    /// Worker i's lifetime is --max-worker-lifetime + i * S.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub max_worker_lifetime_delta: u64,
+
+    /// Replace a worker whose resident memory reaches this many megabytes.
+    #[arg(long, value_name = "MB")]
+    pub reload_on_rss: Option<u64>,
+
+    /// A request running longer than this many seconds is answered with a
+    /// 504 (if nothing was sent yet), logged with its Python stack, and its
+    /// thread stopped; a worker whose thread cannot be stopped is replaced.
+    #[arg(long, value_name = "SECONDS")]
+    pub harakiri: Option<u64>,
+
+    /// Seconds a worker replaced because of a stuck request gets for its
+    /// other requests before it is killed.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub harakiri_graceful_timeout: u64,
+
     /// Write log lines as JSON objects.
     #[arg(long)]
     pub log_json: bool,
@@ -268,6 +319,19 @@ pub struct Config {
     pub limits: Limits,
     pub proxy_protocol: bool,
     pub env: Vec<(String, String)>,
+    pub master_fifo: Option<PathBuf>,
+    pub touch_reload: Vec<PathBuf>,
+    pub touch_chain_reload: Vec<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    /// Worker i is replaced after `max_requests + i * max_requests_delta`.
+    pub max_requests: Option<u64>,
+    pub max_requests_delta: u64,
+    pub max_worker_lifetime: Option<Duration>,
+    pub max_worker_lifetime_delta: Duration,
+    /// Bytes.
+    pub reload_on_rss: Option<u64>,
+    pub harakiri: Option<Duration>,
+    pub harakiri_graceful_timeout: Duration,
     pub stats: Option<ListenAddress>,
     pub stats_http: bool,
     pub metrics: Option<ListenAddress>,
@@ -442,6 +506,20 @@ impl Options {
             },
             proxy_protocol: self.enable_proxy_protocol,
             env,
+            master_fifo: self.master_fifo,
+            touch_reload: self.touch_reload,
+            touch_chain_reload: self.touch_chain_reload,
+            pidfile: self.pidfile,
+            max_requests: self.max_requests.filter(|n| *n > 0),
+            max_requests_delta: self.max_requests_delta,
+            max_worker_lifetime: self
+                .max_worker_lifetime
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            max_worker_lifetime_delta: Duration::from_secs(self.max_worker_lifetime_delta),
+            reload_on_rss: self.reload_on_rss.filter(|mb| *mb > 0).map(|mb| mb << 20),
+            harakiri: self.harakiri.filter(|s| *s > 0).map(Duration::from_secs),
+            harakiri_graceful_timeout: Duration::from_secs(self.harakiri_graceful_timeout),
             stats: self
                 .stats
                 .as_deref()

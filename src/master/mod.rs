@@ -4,6 +4,8 @@
 //! The meaning of each signal is written once, in [`Master::on_signal`]; the
 //! instance's lifecycle is the [`Phase`] enum.
 
+mod commands;
+mod replace;
 mod sockets;
 mod spawn;
 mod stats;
@@ -15,7 +17,6 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncBufReadExt;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -54,6 +55,9 @@ enum Phase {
     /// A new generation is starting (`committed == false`) or, once all of
     /// it is ready, the previous one is retiring.
     Reloading { generation: u64, committed: bool },
+    /// A chain reload: slot `slot` is being replaced by a worker of
+    /// `generation`; the next slot follows once the old worker is gone.
+    ChainReloading { generation: u64, slot: u32 },
     /// Workers are retiring; the master exits when the last one is gone.
     ShuttingDown { mode: RetireMode },
 }
@@ -77,6 +81,17 @@ struct ReloadRecord {
     error: Option<String>,
     at: SystemTime,
     generation: u64,
+}
+
+/// Why a worker process is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpawnReason {
+    /// At start, a reload, or one more slot.
+    Start,
+    /// Its slot's worker died.
+    Respawn,
+    /// It takes over from the worker with this pid once it is ready.
+    Replace(u32),
 }
 
 /// Something that happened to a worker, reported by its watcher tasks.
@@ -105,8 +120,8 @@ struct Master {
     /// The generation that owns the slots (the newest that started whole).
     generation: u64,
     workers: Workers,
-    /// Another reload was requested while one ran.
-    reload_pending: bool,
+    /// Another reload was requested while one ran (true: a chain reload).
+    reload_pending: Option<bool>,
     /// Slots waiting to be respawned, with the time they may start.
     respawns: Vec<(u32, Instant)>,
     /// Per slot: consecutive quick deaths, for the respawn backoff.
@@ -117,32 +132,6 @@ struct Master {
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events_rx: mpsc::UnboundedReceiver<WorkerEvent>,
     outcome: Option<Outcome>,
-}
-
-struct Signals {
-    hangup: Signal,
-    terminate: Signal,
-    interrupt: Signal,
-    quit: Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Self> {
-        Ok(Self {
-            hangup: signal(SignalKind::hangup())?,
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-            quit: signal(SignalKind::quit())?,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum MasterSignal {
-    Hangup,
-    Terminate,
-    Interrupt,
-    Quit,
 }
 
 impl Master {
@@ -156,7 +145,7 @@ impl Master {
             phase: Phase::Starting,
             generation: 1,
             workers: Workers::default(),
-            reload_pending: false,
+            reload_pending: None,
             respawns: Vec::new(),
             quick_deaths: vec![0; slots + 1],
             killed_count: 0,
@@ -169,7 +158,12 @@ impl Master {
     }
 
     async fn main_loop(&mut self) -> anyhow::Result<Outcome> {
-        let mut signals = Signals::install()?;
+        let mut triggers = commands::Triggers::install(
+            self.config.master_fifo.as_deref(),
+            &self.config.touch_reload,
+            &self.config.touch_chain_reload,
+        )
+        .map_err(|error| anyhow::anyhow!("cannot set up the master's controls: {error}"))?;
         let stats_listener = match &self.config.stats {
             Some(address) => Some(stats::StatsListener::bind(address).await.map_err(|error| {
                 anyhow::anyhow!("cannot listen for --stats on {address}: {error}")
@@ -190,19 +184,21 @@ impl Master {
             stats::Framing::Raw
         };
         for id in 1..=self.config.processes {
-            self.spawn(id, self.generation, false);
+            self.spawn(id, self.generation, SpawnReason::Start);
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         while self.outcome.is_none() {
             tokio::select! {
-                _ = signals.hangup.recv() => self.on_signal(MasterSignal::Hangup),
-                _ = signals.terminate.recv() => self.on_signal(MasterSignal::Terminate),
-                _ = signals.interrupt.recv() => self.on_signal(MasterSignal::Interrupt),
-                _ = signals.quit.recv() => self.on_signal(MasterSignal::Quit),
+                (command, cause) = triggers.next() => self.on_command(command, &cause),
                 Some(event) = self.events_rx.recv() => self.on_worker_event(event),
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    self.on_tick();
+                    for (command, cause) in triggers.touched() {
+                        self.on_command(command, &cause);
+                    }
+                }
                 Ok(client) = stats::accept_optional(stats_listener.as_ref()) => {
                     let body = self.stats_document().to_string();
                     tokio::spawn(stats::answer(client, body, stats_framing));
@@ -219,49 +215,74 @@ impl Master {
         Ok(self.outcome.expect("the loop ends with an outcome"))
     }
 
-    /// The meaning of every master signal (DESIGN.md section 4).
-    fn on_signal(&mut self, signal: MasterSignal) {
-        match signal {
-            MasterSignal::Hangup => self.request_reload("SIGHUP"),
-            MasterSignal::Terminate => match self.phase {
+    /// What each command does (the triggers are in `commands`).
+    fn on_command(&mut self, command: commands::Command, cause: &str) {
+        use commands::Command;
+        match command {
+            Command::Reload => self.request_reload(cause, false),
+            Command::ChainReload => self.request_reload(cause, true),
+            Command::Shutdown => match self.phase {
                 Phase::ShuttingDown {
                     mode: RetireMode::Shutdown,
                 } => {
-                    info!("second SIGTERM: escalating to a fast shutdown");
+                    info!(
+                        cause,
+                        "second graceful shutdown request: escalating to a fast shutdown"
+                    );
                     self.shutdown(RetireMode::Fast);
                 }
                 Phase::ShuttingDown { .. } => {}
                 _ => self.shutdown(RetireMode::Shutdown),
             },
-            MasterSignal::Interrupt | MasterSignal::Quit => self.shutdown(RetireMode::Fast),
+            Command::FastShutdown => match self.phase {
+                Phase::ShuttingDown {
+                    mode: RetireMode::Fast,
+                } => {}
+                _ => self.shutdown(RetireMode::Fast),
+            },
+            Command::ReopenLogs => self.reopen_logs(),
+            Command::AddWorker => self.scale(true),
+            Command::RemoveWorker => self.scale(false),
+            Command::LogStats => info!(stats = %self.stats_document(), "stats"),
         }
     }
 
-    fn request_reload(&mut self, cause: &str) {
+    fn request_reload(&mut self, cause: &str, chain: bool) {
         match self.phase {
             Phase::ShuttingDown { .. } => {
                 info!(cause, "reload requested during shutdown: ignored");
             }
-            Phase::Starting | Phase::Reloading { .. } => {
+            Phase::Starting | Phase::Reloading { .. } | Phase::ChainReloading { .. } => {
                 info!(
                     cause,
                     "reload requested while another runs: it follows when this one ends"
                 );
-                self.reload_pending = true;
+                self.reload_pending = Some(chain);
             }
+            Phase::Serving if chain => self.start_chain_reload(cause),
             Phase::Serving => self.start_reload(cause),
         }
     }
 
+    fn record_reload_failure(&mut self, generation: u64, error: &str) {
+        error!(
+            event = "reload_failed",
+            generation,
+            error = %error,
+            "reload failed, generation {} keeps serving: {error}",
+            self.generation
+        );
+        self.last_reload = Some(ReloadRecord {
+            result: "failed",
+            error: Some(error.to_owned()),
+            at: SystemTime::now(),
+            generation,
+        });
+    }
+
     fn start_reload(&mut self, cause: &str) {
         if let Err(error) = self.reread_config() {
-            error!(
-                event = "reload_failed",
-                generation = self.generation,
-                error = %error,
-                "reload failed, generation {} keeps serving: {error}",
-                self.generation
-            );
+            self.record_reload_failure(self.generation, &error);
             return;
         }
         let generation = self.generation + 1;
@@ -274,7 +295,7 @@ impl Master {
             committed: false,
         };
         for id in 1..=self.config.processes {
-            self.spawn(id, generation, false);
+            self.spawn(id, generation, SpawnReason::Start);
         }
     }
 
@@ -339,7 +360,20 @@ impl Master {
         match message {
             ToMaster::Ready => self.on_ready(pid),
             ToMaster::LoadFailed { error } => self.on_load_failed(pid, &error),
-            ToMaster::Reload => self.request_reload("the app called reload()"),
+            ToMaster::Reload => self.request_reload("the app called reload()", false),
+            ToMaster::Recycle { reason } => self.recycle(pid, &reason, None),
+            ToMaster::Stuck { reason } => {
+                if let Some(worker) = self.slots_history_mut(pid) {
+                    worker.harakiri += 1;
+                }
+                let grace = self.config.harakiri_graceful_timeout;
+                self.recycle(pid, &reason, Some(grace));
+            }
+            ToMaster::Harakiri => {
+                if let Some(history) = self.slots_history_mut(pid) {
+                    history.harakiri += 1;
+                }
+            }
             ToMaster::Stats(stats) => {
                 if let Some(worker) = self.workers.get_mut(pid) {
                     worker.stats = stats;
@@ -364,7 +398,7 @@ impl Master {
             return;
         }
         worker.state = WorkerState::Ready;
-        let (id, generation) = (worker.id, worker.generation);
+        let (id, generation, replaces) = (worker.id, worker.generation, worker.replaces.take());
         info!(
             event = "ready",
             worker.id = id,
@@ -373,7 +407,16 @@ impl Master {
             "worker {id} ready"
         );
 
+        if let Some(old) = replaces {
+            self.replacement_ready(old);
+        }
         match self.phase {
+            Phase::ChainReloading {
+                generation: new,
+                slot,
+            } if generation == new && slot == id && replaces.is_none() => {
+                self.chain_next(new, slot + 1);
+            }
             Phase::Starting
                 if self.workers.ready_count(generation) == self.config.processes as usize =>
             {
@@ -437,6 +480,26 @@ impl Master {
 
     /// A worker that was loading the app will never be ready.
     fn fail_loading_worker(&mut self, pid: u32, id: u32, generation: u64, error: &str) {
+        let replaces = self.workers.get(pid).and_then(|w| w.replaces);
+        if let Some(old) = replaces {
+            if let Some(worker) = self.workers.get_mut(pid) {
+                worker.replaces = None;
+            }
+            if let Phase::ChainReloading {
+                generation: new, ..
+            } = self.phase
+            {
+                if generation == new {
+                    self.record_reload_failure(new, error);
+                    self.replacement_failed(old, error);
+                    self.phase = Phase::Serving;
+                    self.after_reload_or_start();
+                    return;
+                }
+            }
+            self.replacement_failed(old, error);
+            return;
+        }
         match self.phase {
             Phase::Starting => {
                 error!(
@@ -453,21 +516,7 @@ impl Master {
                 generation: new,
                 committed: false,
             } if generation == new => {
-                error!(
-                    event = "reload_failed",
-                    worker.id = id,
-                    worker.pid = pid,
-                    generation,
-                    error,
-                    "reload failed, generation {} keeps serving: {error}",
-                    self.generation
-                );
-                self.last_reload = Some(ReloadRecord {
-                    result: "failed",
-                    error: Some(error.to_owned()),
-                    at: SystemTime::now(),
-                    generation: new,
-                });
+                self.record_reload_failure(new, error);
                 for pid in self.workers.of_generation(new) {
                     self.stop_unneeded(pid);
                 }
@@ -506,6 +555,7 @@ impl Master {
             state,
             load_failed,
             stats,
+            replaces,
             ..
         } = worker;
         let history = self.slots.entry(id).or_default();
@@ -546,21 +596,33 @@ impl Master {
                 );
             }
         }
-        self.refill_slot(id, generation, started_at);
+        self.refill_slot(id, started_at);
+        if let Phase::ChainReloading {
+            generation: new,
+            slot,
+        } = self.phase
+        {
+            // The chain moves on once the replaced worker is gone.
+            if slot == id && generation < new && replaces.is_none() {
+                self.chain_next(new, slot + 1);
+            }
+        }
         self.check_shutdown_done();
         self.check_reload_done();
     }
 
-    /// After a worker of the serving generation (or an older one) is gone,
-    /// its slot gets a new worker unless one already fills it.
-    fn refill_slot(&mut self, id: u32, generation: u64, started_at: Instant) {
-        let serving = matches!(self.phase, Phase::Serving | Phase::Reloading { .. });
+    /// After a worker is gone, its slot gets a new one unless a worker is
+    /// starting or serving in it already.
+    fn refill_slot(&mut self, id: u32, started_at: Instant) {
+        let serving = matches!(
+            self.phase,
+            Phase::Serving | Phase::Reloading { .. } | Phase::ChainReloading { .. }
+        );
         let already_pending = self.respawns.iter().any(|(slot, _)| *slot == id);
         if serving
-            && generation <= self.generation
             && id <= self.config.processes
             && !already_pending
-            && !self.workers.slot_filled(id, self.generation)
+            && !self.workers.slot_filled(id)
         {
             self.schedule_respawn(id, started_at);
         }
@@ -618,8 +680,10 @@ impl Master {
     }
 
     fn after_reload_or_start(&mut self) {
-        if std::mem::take(&mut self.reload_pending) {
-            self.start_reload("a reload requested while another ran");
+        match self.reload_pending.take() {
+            Some(true) => self.start_chain_reload("a reload requested while another ran"),
+            Some(false) => self.start_reload("a reload requested while another ran"),
+            None => {}
         }
     }
 
@@ -685,9 +749,10 @@ impl Master {
         self.respawns.retain(|(_, at)| *at > now);
         for id in due {
             if !matches!(self.phase, Phase::ShuttingDown { .. }) {
-                self.spawn(id, self.generation, true);
+                self.spawn(id, self.generation, SpawnReason::Respawn);
             }
         }
+        self.check_limits();
     }
 
     /// The mercy deadline passed: ask for the diagnostic; the kill follows
@@ -712,13 +777,19 @@ impl Master {
     }
 
     fn retire(&mut self, pid: u32, mode: RetireMode) {
+        self.retire_with(pid, mode, None);
+    }
+
+    /// Retires a worker; `grace` replaces `--worker-reload-mercy` (a stuck
+    /// worker gets `--harakiri-graceful-timeout`).
+    fn retire_with(&mut self, pid: u32, mode: RetireMode, grace: Option<Duration>) {
         let Some(worker) = self.workers.get_mut(pid) else {
             return;
         };
         let now = Instant::now();
         let (deadline, diagnose) = match mode {
             RetireMode::Fast => (now + FAST_SHUTDOWN_GRACE, false),
-            _ => (now + self.config.reload_mercy, true),
+            _ => (now + grace.unwrap_or(self.config.reload_mercy), true),
         };
         if let WorkerState::Retiring {
             deadline: current, ..
@@ -772,7 +843,8 @@ impl Master {
     }
 
     /// Starts the worker for slot `id` in `generation`.
-    fn spawn(&mut self, id: u32, generation: u64, respawn: bool) {
+    fn spawn(&mut self, id: u32, generation: u64, reason: SpawnReason) {
+        let respawn = reason == SpawnReason::Respawn;
         let spec = WorkerSpec {
             id,
             generation,
@@ -844,6 +916,12 @@ impl Master {
             control: writer,
             stats: Default::default(),
             spawned_at: SystemTime::now(),
+            replaces: match reason {
+                SpawnReason::Replace(old) => Some(old),
+                _ => None,
+            },
+            recycling: false,
+            retire_grace: None,
         });
         if respawn {
             self.slots.entry(id).or_default().respawns += 1;
@@ -852,6 +930,12 @@ impl Master {
 }
 
 impl Master {
+    /// The history of the slot of worker `pid`.
+    fn slots_history_mut(&mut self, pid: u32) -> Option<&mut SlotHistory> {
+        let id = self.workers.get(pid)?.id;
+        Some(self.slots.entry(id).or_default())
+    }
+
     /// The counters a slot carried before its current worker.
     fn history(&self, id: u32) -> SlotHistory {
         self.slots.get(&id).copied().unwrap_or_default()

@@ -105,7 +105,7 @@ fn listen_queue(fd: i32) -> (u32, u32) {
 }
 
 /// Resident and virtual size of a process, in bytes.
-fn memory(pid: u32) -> (u64, u64) {
+pub(super) fn memory(pid: u32) -> (u64, u64) {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
         return (0, 0);
     };

@@ -38,6 +38,12 @@ pub struct Worker {
     /// Its latest counters.
     pub stats: WorkerStats,
     pub spawned_at: SystemTime,
+    /// The worker this one takes over from once it is ready.
+    pub replaces: Option<u32>,
+    /// A replacement for this worker is starting.
+    pub recycling: bool,
+    /// How long this worker gets to retire, if not --worker-reload-mercy.
+    pub retire_grace: Option<std::time::Duration>,
 }
 
 impl Worker {
@@ -51,10 +57,6 @@ impl Worker {
             Ok(_) => warn!(worker.pid = self.pid, "control message cut short"),
             Err(error) => warn!(worker.pid = self.pid, %error, "cannot reach worker"),
         }
-    }
-
-    pub fn is_live(&self) -> bool {
-        !matches!(self.state, WorkerState::Killed)
     }
 }
 
@@ -108,11 +110,24 @@ impl Workers {
         self.pids_where(|w| w.generation < generation)
     }
 
-    /// Whether slot `id` has a live worker of `generation` or newer.
-    pub fn slot_filled(&self, id: u32, generation: u64) -> bool {
+    /// Whether a worker is starting or serving in slot `id`.
+    pub fn slot_filled(&self, id: u32) -> bool {
+        self.by_pid.values().any(|w| {
+            w.id == id && matches!(w.state, WorkerState::Starting { .. } | WorkerState::Ready)
+        })
+    }
+
+    /// The serving worker of slot `id` that is not being replaced.
+    pub fn serving_in_slot(&self, id: u32) -> Option<u32> {
         self.by_pid
             .values()
-            .any(|w| w.id == id && w.generation >= generation && w.is_live())
+            .find(|w| w.id == id && w.state == WorkerState::Ready && !w.recycling)
+            .map(|w| w.pid)
+    }
+
+    /// Every worker of slot `id`.
+    pub fn in_slot(&self, id: u32) -> Vec<u32> {
+        self.pids_where(|w| w.id == id)
     }
 
     fn pids_where(&self, keep: impl Fn(&Worker) -> bool) -> Vec<u32> {

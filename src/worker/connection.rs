@@ -411,6 +411,7 @@ where
         Err(_) => (0, 0, false),
     };
     context.record_request(sent, started.elapsed());
+    context.check_max_requests();
     if let Some(path) = path {
         info!(
             event = "request",

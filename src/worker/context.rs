@@ -92,6 +92,7 @@ pub struct WorkerContext {
     /// mercy's Python worker module, for the diagnostic.
     pub python: OnceLock<Py<PyModule>>,
     counters: Counters,
+    recycle_requested: AtomicBool,
 }
 
 /// What the worker has done, for the master's stats.
@@ -129,6 +130,7 @@ impl WorkerContext {
             next_request: AtomicU64::new(0),
             master: Mutex::new(master),
             python: OnceLock::new(),
+            recycle_requested: AtomicBool::new(false),
             counters: Counters {
                 requests: AtomicU64::new(0),
                 exceptions: AtomicU64::new(0),
@@ -224,6 +226,21 @@ impl WorkerContext {
         counters
             .running_time_us
             .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Asks the master for a replacement once `--max-requests` is reached
+    /// (once; the worker serves on until the replacement is ready).
+    pub fn check_max_requests(&self) {
+        let Some(limit) = self.config.max_requests else {
+            return;
+        };
+        let limit = limit + u64::from(self.spec.id) * self.config.max_requests_delta;
+        let served = self.counters.requests.load(Ordering::Relaxed);
+        if served >= limit && !self.recycle_requested.swap(true, Ordering::Relaxed) {
+            self.send_master(&ToMaster::Recycle {
+                reason: format!("--max-requests ({limit}) reached"),
+            });
+        }
     }
 
     /// Counts an exception raised by the app.

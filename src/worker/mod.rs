@@ -263,6 +263,13 @@ fn follow_master(reader: UnixStream) {
         let Ok(line) = line else { break };
         match serde_json::from_str::<ToWorker>(&line) {
             Ok(ToWorker::Retire { mode }) => context.retire(mode),
+            Ok(ToWorker::ReopenLog) => {
+                if let Some(path) = &context.config.logto {
+                    if let Err(error) = crate::logging::redirect_to_file(path) {
+                        error!(%error, "cannot reopen the log file {}", path.display());
+                    }
+                }
+            }
             Ok(ToWorker::Expired) => {
                 write_diagnostic(context);
                 context.send_master(&ToMaster::Diagnosed);

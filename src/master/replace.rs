@@ -1,0 +1,207 @@
+//! Replacing workers one at a time: chain reloads, recycling (max
+//! requests, lifetime, memory, a stuck request), and changing the number
+//! of workers. A replacement is ready before the worker it replaces stops
+//! accepting, so capacity never drops.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{error, info, warn};
+
+use super::workers::WorkerState;
+use super::{Master, Phase, ReloadRecord, SpawnReason};
+use crate::control::{RetireMode, ToWorker};
+
+impl Master {
+    pub(super) fn start_chain_reload(&mut self, cause: &str) {
+        if let Err(error) = self.reread_config() {
+            self.record_reload_failure(self.generation, &error);
+            return;
+        }
+        let generation = self.generation + 1;
+        info!(
+            event = "reload_started",
+            generation,
+            cause,
+            mode = "chain",
+            "chain reload: replacing workers one at a time with generation {generation}"
+        );
+        self.chain_next(generation, 1);
+    }
+
+    /// Starts the replacement of slot `slot`, or ends the chain after the
+    /// last slot.
+    pub(super) fn chain_next(&mut self, generation: u64, slot: u32) {
+        if slot > self.config.processes {
+            self.generation = generation;
+            self.last_reload = Some(ReloadRecord {
+                result: "done",
+                error: None,
+                at: SystemTime::now(),
+                generation,
+            });
+            info!(
+                event = "reload_done",
+                generation,
+                mode = "chain",
+                workers = self.workers.len(),
+                "chain reload done: generation {generation} serves"
+            );
+            self.phase = Phase::Serving;
+            self.after_reload_or_start();
+            return;
+        }
+        self.phase = Phase::ChainReloading { generation, slot };
+        let old = self.workers.serving_in_slot(slot);
+        info!(
+            event = "reload_progress",
+            generation,
+            mode = "chain",
+            slot,
+            total = self.config.processes,
+            "chain reload: replacing worker {slot} of {}",
+            self.config.processes
+        );
+        let reason = match old {
+            Some(pid) => SpawnReason::Replace(pid),
+            None => SpawnReason::Start,
+        };
+        self.spawn(slot, generation, reason);
+    }
+
+    /// A worker asked to be (or must be) replaced: its replacement starts
+    /// now and it retires once that one is ready.
+    pub(super) fn recycle(&mut self, pid: u32, reason: &str, grace: Option<Duration>) {
+        if self.phase != Phase::Serving {
+            return;
+        }
+        let Some(worker) = self.workers.get_mut(pid) else {
+            return;
+        };
+        if worker.state != WorkerState::Ready || worker.recycling {
+            return;
+        }
+        worker.recycling = true;
+        worker.retire_grace = grace;
+        let (id, generation) = (worker.id, worker.generation);
+        info!(
+            event = "recycling",
+            worker.id = id,
+            worker.pid = pid,
+            generation,
+            reason,
+            "worker {id} will be replaced: {reason}"
+        );
+        self.spawn(id, generation, SpawnReason::Replace(pid));
+    }
+
+    /// The replacement of `old` is ready: `old` retires.
+    pub(super) fn replacement_ready(&mut self, old: u32) {
+        let grace = self.workers.get(old).and_then(|w| w.retire_grace);
+        self.retire_with(old, RetireMode::Reload, grace);
+    }
+
+    /// A replacement failed to load: the worker it was to replace serves on.
+    pub(super) fn replacement_failed(&mut self, old: u32, error: &str) {
+        if let Some(worker) = self.workers.get_mut(old) {
+            worker.recycling = false;
+            error!(
+                worker.id = worker.id,
+                worker.pid = old,
+                error,
+                "the replacement of worker {} could not load the app; the worker serves on: {error}",
+                worker.id
+            );
+        }
+    }
+
+    /// SIGTTIN / SIGTTOU: one worker more or fewer.
+    pub(super) fn scale(&mut self, more: bool) {
+        if matches!(self.phase, Phase::ShuttingDown { .. }) {
+            return;
+        }
+        if more {
+            self.config.processes += 1;
+            let slot = self.config.processes;
+            if self.quick_deaths.len() <= slot as usize {
+                self.quick_deaths.resize(slot as usize + 1, 0);
+            }
+            info!(workers = slot, "one more worker: now {slot}");
+            self.spawn(slot, self.generation, SpawnReason::Start);
+        } else if self.config.processes > 1 {
+            let slot = self.config.processes;
+            self.config.processes -= 1;
+            self.respawns.retain(|(id, _)| *id != slot);
+            info!(
+                workers = self.config.processes,
+                "one worker fewer: now {}", self.config.processes
+            );
+            for pid in self.workers.in_slot(slot) {
+                self.stop_unneeded(pid);
+            }
+        } else {
+            warn!("SIGTTOU: mercy keeps at least one worker");
+        }
+    }
+
+    /// SIGUSR1 or FIFO `l`: the master and every worker reopen the log file.
+    pub(super) fn reopen_logs(&mut self) {
+        let Some(path) = self.config.logto.clone() else {
+            info!("log reopen requested, but the log goes to standard error (no --logto)");
+            return;
+        };
+        if let Err(error) = crate::logging::redirect_to_file(&path) {
+            error!(%error, "cannot reopen the log file {}", path.display());
+            return;
+        }
+        for worker in self.workers.iter() {
+            worker.send(&ToWorker::ReopenLog);
+        }
+        info!(path = %path.display(), "log file reopened");
+    }
+
+    /// `--max-worker-lifetime` and `--reload-on-rss`, checked by the master.
+    pub(super) fn check_limits(&mut self) {
+        let lifetime = self.config.max_worker_lifetime;
+        let rss_limit = self.config.reload_on_rss;
+        if lifetime.is_none() && rss_limit.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for worker in self.workers.iter() {
+            if worker.state != WorkerState::Ready || worker.recycling {
+                continue;
+            }
+            if let Some(limit) = lifetime {
+                let limit = limit + self.lifetime_delta(worker.id);
+                if now.duration_since(worker.started_at) >= limit {
+                    due.push((
+                        worker.pid,
+                        format!("--max-worker-lifetime ({}s)", limit.as_secs()),
+                    ));
+                    continue;
+                }
+            }
+            if let Some(limit) = rss_limit {
+                let (rss, _) = super::stats::memory(worker.pid);
+                if rss >= limit {
+                    due.push((
+                        worker.pid,
+                        format!(
+                            "--reload-on-rss: {} MB resident, limit {} MB",
+                            rss >> 20,
+                            limit >> 20
+                        ),
+                    ));
+                }
+            }
+        }
+        for (pid, reason) in due {
+            self.recycle(pid, &reason, None);
+        }
+    }
+
+    fn lifetime_delta(&self, id: u32) -> Duration {
+        self.config.max_worker_lifetime_delta * id
+    }
+}
