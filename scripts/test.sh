@@ -50,7 +50,11 @@ summary() {
         fi
         printf '  %-44s %4ss  %s\n' "${names[i]}" "${durations[i]}" "$outcome"
     done
-    printf 'steps: %d passed, %d failed\n' "$passed" "$failed"
+    if ((failed == 0)); then
+        printf 'test.sh: all %d steps passed\n' "$passed"
+    else
+        printf 'test.sh: %d of %d steps FAILED\n' "$failed" "$((passed + failed))"
+    fi
     ((failed == 0))
 }
 
