@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Fields that carry long, multi-line text (tracebacks, stacks). Readable
 /// lines show that text in the message instead, so they skip the field.
-const LONG_FIELDS: [&str; 3] = ["traceback", "threads", "requests"];
+const LONG_FIELDS: [&str; 4] = ["traceback", "threads", "requests", "stack"];
 
 static JSON: AtomicBool = AtomicBool::new(false);
 

@@ -16,6 +16,7 @@ import threading
 import _mercy
 
 __all__ = [
+    "HarakiriTimeout",
     "TaskGroup",
     "is_shutting_down",
     "on_shutdown",
@@ -23,6 +24,13 @@ __all__ = [
     "spawn",
     "worker_id",
 ]
+
+
+
+class HarakiriTimeout(Exception):
+    """Raised in a request's thread or greenlet when it runs longer than
+    --harakiri. The client has already been answered with a 504."""
+
 
 _shutdown_hooks = []
 _tracked = set()

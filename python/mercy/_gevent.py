@@ -12,6 +12,7 @@ import gevent.event
 import _mercy
 
 _waiters = {}
+_engine = None
 
 
 def wait(wait_id):
@@ -39,6 +40,7 @@ class Engine:
         self.active = 0
         # Request slots (uWSGI's "cores"), handed to greenlets as they start.
         self.free_slots = list(range(greenlets - 1, -1, -1))
+        self.slot_greenlets = {}
         self.idle = gevent.event.Event()
         self.idle.set()
         self.retiring = gevent.event.Event()
@@ -61,10 +63,12 @@ class Engine:
             gevent.spawn(self.serve, self.free_slots.pop())
 
     def serve(self, slot):
+        self.slot_greenlets[slot] = gevent.getcurrent()
         try:
             while _mercy.handle_next(slot):
                 pass
         finally:
+            self.slot_greenlets.pop(slot, None)
             self.free_slots.append(slot)
             self.active -= 1
             if self.active == 0:
@@ -74,12 +78,35 @@ class Engine:
         self.watcher.stop()
 
 
+def harakiri(core, sequence):
+    """Called from mercy's watchdog thread (with the GIL): the greenlet of
+    slot `core` passed --harakiri. Returns its stack and, from the hub,
+    raises mercy.HarakiriTimeout in it if it is still in that request."""
+    import traceback
+
+    import mercy
+
+    greenlet = _engine.slot_greenlets.get(core) if _engine is not None else None
+    if greenlet is None:
+        return "(the request greenlet is gone)"
+    frame = greenlet.gr_frame
+    stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+
+    def stop():
+        if _mercy.core_request(core) == (sequence, True) and not greenlet.dead:
+            greenlet.throw(mercy.HarakiriTimeout)
+
+    _engine.hub.loop.run_callback_threadsafe(stop)
+    return stack
+
+
 def run(greenlets, drained_wait_id, wait_for_hub):
     """Serve until the master asks this worker to retire, then retire in
     the order of DESIGN.md section 3. Returns when the worker may exit."""
     from mercy import _worker
 
-    engine = Engine(greenlets)
+    global _engine
+    engine = _engine = Engine(greenlets)
     dispatcher = gevent.spawn(engine.dispatch)
     dispatcher.name = "mercy-dispatcher"
 

@@ -141,6 +141,29 @@ def wait_non_daemon_threads():
             thread.join()
 
 
+def harakiri(core, sequence):
+    """Request slot `core` passed --harakiri: returns the Python stack of
+    its thread (or greenlet) and raises mercy.HarakiriTimeout in it, if it
+    is still in the same request."""
+    if _mercy.mode() == "gevent":
+        from mercy import _gevent
+
+        return _gevent.harakiri(core, sequence)
+    name = "mercy-request-%d" % (core + 1)
+    thread = next((t for t in threading.enumerate() if t.name == name), None)
+    if thread is None:
+        return "(the request thread is gone)"
+    frame = sys._current_frames().get(thread.ident)
+    stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+    if _mercy.core_request(core) == (sequence, True):
+        import ctypes
+
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(mercy.HarakiriTimeout)
+        )
+    return stack
+
+
 def daemon_threads():
     """Names of the daemon threads left behind at exit, for the debug log."""
     return [t.name for t in threading.enumerate() if t.daemon and t.is_alive()]

@@ -385,12 +385,15 @@ where
     };
     let request_id = context.begin_request(&incoming.method, &incoming.path);
     let method = incoming.method.clone();
+    let incoming_path_for_log = String::from_utf8_lossy(&incoming.path).into_owned();
     let path = config
         .request_log
         .then(|| String::from_utf8_lossy(&incoming.path).into_owned());
 
     let (events_tx, events) = mpsc::unbounded_channel();
+    let slot = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
     let request = Request {
+        slot: slot.clone(),
         source: incoming.source,
         method: incoming.method,
         path: incoming.path,
@@ -403,7 +406,24 @@ where
         return Ok(false);
     }
     crate::wsgi::wake_hub();
-    let outcome = respond(stream, buffer, &mut body, events, &exchange, context).await;
+    let harakiri_at = config
+        .harakiri
+        .map(|limit| tokio::time::Instant::from_std(started) + limit);
+    let outcome = respond(
+        stream,
+        buffer,
+        &mut body,
+        events,
+        &exchange,
+        context,
+        harakiri_at,
+    )
+    .await;
+    if let Ok(done) = &outcome {
+        if done.harakiri {
+            super::harakiri::report(&slot, &method, &incoming_path_for_log, context);
+        }
+    }
     context.end_request(request_id);
 
     let (status, sent, mut keep_alive) = match &outcome {
@@ -451,6 +471,8 @@ struct Done {
     status: u16,
     body_bytes: u64,
     keep_alive: bool,
+    /// The request passed `--harakiri`.
+    harakiri: bool,
 }
 
 /// How the response body is delimited on the wire.
@@ -475,6 +497,7 @@ async fn respond<S>(
     mut events: mpsc::UnboundedReceiver<Event>,
     exchange: &Exchange,
     context: &WorkerContext,
+    harakiri_at: Option<tokio::time::Instant>,
 ) -> std::io::Result<Done>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -486,9 +509,29 @@ where
         status: 0,
         body_bytes: 0,
         keep_alive: false,
+        harakiri: false,
     };
     let mut out = BytesMut::new();
-    while let Some(event) = events.recv().await {
+    loop {
+        let next = match harakiri_at {
+            Some(at) => tokio::select! {
+                event = events.recv() => event,
+                () = tokio::time::sleep_until(at) => {
+                    // Past --harakiri: a 504 if nothing was sent, else the
+                    // connection is cut; the app's thread is dealt with
+                    // by the caller.
+                    if done.status == 0 {
+                        let _ = stream.write_all(&gateway_timeout()).await;
+                        done.status = 504;
+                    }
+                    done.keep_alive = false;
+                    done.harakiri = true;
+                    return Ok(done);
+                }
+            },
+            None => events.recv().await,
+        };
+        let Some(event) = next else { break };
         match event {
             Event::ReadBody { max, reply } => {
                 if exchange.expect_continue && !continue_sent && !body.is_done() {
@@ -652,6 +695,17 @@ fn finish_body(out: &mut BytesMut, framing: Framing, done: &mut Done) {
         }
         _ => {}
     }
+}
+
+/// The answer to a request that passed `--harakiri` before it responded.
+fn gateway_timeout() -> Vec<u8> {
+    let body = "504 Gateway Timeout: the request ran longer than --harakiri allows\n";
+    format!(
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// `write!` into a BytesMut.

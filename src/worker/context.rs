@@ -108,6 +108,8 @@ struct Counters {
 struct Core {
     requests: AtomicU64,
     in_request: AtomicBool,
+    /// A harakiri was raised in this slot's thread.
+    harakiri: AtomicBool,
 }
 
 impl WorkerContext {
@@ -256,6 +258,31 @@ impl WorkerContext {
                 slot.requests.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The number of requests slot `core` has started, and whether it is in
+    /// one now: a request is identified by the pair.
+    pub fn core_state(&self, core: usize) -> Option<(u64, bool)> {
+        self.counters.cores.get(core).map(|slot| {
+            (
+                slot.requests.load(Ordering::Relaxed),
+                slot.in_request.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    pub fn mark_harakiri(&self, core: usize) {
+        if let Some(slot) = self.counters.cores.get(core) {
+            slot.harakiri.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a harakiri was raised in slot `core` (and forgets it).
+    pub fn take_harakiri(&self, core: usize) -> bool {
+        self.counters
+            .cores
+            .get(core)
+            .is_some_and(|slot| slot.harakiri.swap(false, Ordering::Relaxed))
     }
 
     /// The counters as the master's stats want them.

@@ -4,6 +4,7 @@
 
 mod connection;
 mod context;
+mod harakiri;
 mod interpreter;
 mod server;
 

@@ -63,6 +63,9 @@ pub struct Request {
     pub body: RequestBody,
     pub endpoints: Endpoints,
     pub events: mpsc::UnboundedSender<Event>,
+    /// The request slot (thread or greenlet) that runs the app for this
+    /// request, once one does: `usize::MAX` before.
+    pub slot: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A response header as bytes: name and value, validated.

@@ -28,6 +28,7 @@ pub fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     module.add_function(wrap_pyfunction!(serve, &module)?)?;
     module.add_function(wrap_pyfunction!(log_exception, &module)?)?;
     module.add_function(wrap_pyfunction!(mode, &module)?)?;
+    module.add_function(wrap_pyfunction!(core_request, &module)?)?;
     module.add_function(wrap_pyfunction!(numproc, &module)?)?;
     module.add_function(wrap_pyfunction!(options, &module)?)?;
     module.add_function(wrap_pyfunction!(version, &module)?)?;
@@ -147,6 +148,12 @@ fn set_process_name(name: &str) -> PyResult<()> {
         .map_err(|errno| pyo3::exceptions::PyOSError::new_err(errno.to_string()))
 }
 
+/// (requests started, in a request now) of request slot `core`.
+#[pyfunction]
+fn core_request(core: usize) -> Option<(u64, bool)> {
+    worker::context().core_state(core)
+}
+
 /// `"threads"` or `"gevent"`.
 #[pyfunction]
 fn mode() -> &'static str {
@@ -240,6 +247,9 @@ fn serve(py: Python<'_>, core: usize) -> PyResult<()> {
 
 fn handle(py: Python<'_>, app: &Bound<'_, PyAny>, request: Request, core: usize) {
     let context = worker::context();
+    request
+        .slot
+        .store(core, std::sync::atomic::Ordering::Relaxed);
     context.core_busy(core, true);
     let response = Response::new(request.events.clone());
     let outcome = call_app(py, app, &request, &response);
@@ -250,6 +260,27 @@ fn handle(py: Python<'_>, app: &Bound<'_, PyAny>, request: Request, core: usize)
     }
     response.finish(py);
     context.core_busy(core, false);
+    if context.take_harakiri(core) {
+        clear_pending_harakiri(py);
+    }
+}
+
+/// A harakiri aimed at this thread's request may still be pending if the
+/// request ended just before it was raised: it must not hit the next one.
+fn clear_pending_harakiri(py: Python<'_>) {
+    let Ok(ident) = py
+        .import("threading")
+        .and_then(|threading| threading.call_method0("get_ident"))
+        .and_then(|ident| ident.extract::<std::os::raw::c_ulong>())
+        .map(|ident| ident as std::os::raw::c_long)
+    else {
+        return;
+    };
+    // SAFETY: called with the GIL held; a NULL exception clears any
+    // pending asynchronous exception of the thread with this id.
+    unsafe {
+        pyo3::ffi::PyThreadState_SetAsyncExc(ident, std::ptr::null_mut());
+    }
 }
 
 fn call_app(
