@@ -74,7 +74,9 @@ fn main() -> ExitCode {
 }
 
 fn run_master(config: config::Config) -> ExitCode {
-    let listeners = match master::bind_all(&config) {
+    let notifier = master::Notifier::from_environment();
+    let activated = master::activated_sockets();
+    let listeners = match master::bind_all(&config, activated) {
         Ok(listeners) => listeners,
         Err(error) => {
             tracing::error!(event = "config_error", "{error}");
@@ -103,7 +105,7 @@ fn run_master(config: config::Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
-    let outcome = master::run(config, listeners);
+    let outcome = master::run(config, listeners, notifier);
     if let Some(path) = pidfile {
         let _ = std::fs::remove_file(path);
     }

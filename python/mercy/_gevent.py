@@ -100,7 +100,7 @@ def harakiri(core, sequence):
     return stack
 
 
-def run(greenlets, drained_wait_id, wait_for_hub):
+def run(greenlets, stopped_accepting_wait_id, drained_wait_id, wait_for_hub):
     """Serve until the master asks this worker to retire, then retire in
     the order of DESIGN.md section 3. Returns when the worker may exit."""
     from mercy import _worker
@@ -111,11 +111,13 @@ def run(greenlets, drained_wait_id, wait_for_hub):
     dispatcher.name = "mercy-dispatcher"
 
     engine.retiring.wait()
-    # Steps 1 and 2: Rust stops accepting and answers when every connection
-    # is closed; request greenlets may still be running close().
+    # Step 1: Rust stops accepting (on a graceful shutdown, after taking
+    # what the kernel had queued). Step 2: Rust answers when every
+    # connection is closed; request greenlets may still be running close().
     _mercy.set_step(1)
-    wait(drained_wait_id)
+    wait(stopped_accepting_wait_id)
     _mercy.set_step(2)
+    wait(drained_wait_id)
     engine.idle.wait()
 
     _mercy.set_step(3)

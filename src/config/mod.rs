@@ -258,6 +258,10 @@ pub struct Options {
     pub logto: Option<PathBuf>,
 }
 
+/// Set by a master that was given its sockets by systemd, so that its
+/// configuration (read again on reload) needs no socket option.
+pub const ACTIVATED_ENV: &str = "MERCY_SOCKETS_ACTIVATED";
+
 /// Where the WSGI app comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppSource {
@@ -394,7 +398,12 @@ impl Options {
             (Some(path), None) => AppSource::File(path),
             (None, Some(module)) => AppSource::Module(module),
         };
-        if self.http.is_empty() && self.socket.is_empty() {
+        // Socket activation passes the sockets instead, and a worker
+        // inherits them from the master.
+        let sockets_given = std::env::var_os("LISTEN_FDS").is_some()
+            || std::env::var_os(ACTIVATED_ENV).is_some()
+            || std::env::var_os(crate::control::WORKER_ENV).is_some();
+        if self.http.is_empty() && self.socket.is_empty() && !sockets_given {
             return Err(ConfigError::NoSocket);
         }
         let http = self.http.iter().map(|addr| (addr, Protocol::Http));

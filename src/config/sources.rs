@@ -13,7 +13,12 @@ use super::compat::{treatment, Treatment};
 use super::{ConfigError, Options};
 
 /// Environment variables of mercy's own that are not options.
-const RESERVED_ENV: [&str; 3] = ["MERCY_WORKER", "MERCY_LOG", "MERCY_BIN"];
+const RESERVED_ENV: [&str; 4] = [
+    "MERCY_WORKER",
+    "MERCY_LOG",
+    "MERCY_BIN",
+    "MERCY_SOCKETS_ACTIVATED",
+];
 
 /// Something about the options an operator should read at start.
 #[derive(Debug, Clone, PartialEq, Eq)]

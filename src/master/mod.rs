@@ -9,6 +9,7 @@ mod replace;
 mod sockets;
 mod spawn;
 mod stats;
+mod systemd;
 mod workers;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use crate::control::{RetireMode, ToMaster, ToWorker, WorkerSpec};
 use workers::{Worker, WorkerState, Workers};
 
 pub use sockets::{bind_all, BindError, Listener};
+pub use systemd::{activated_sockets, Notifier};
 
 /// How long a worker of a fast shutdown gets before it is killed.
 const FAST_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -102,12 +104,16 @@ enum WorkerEvent {
 }
 
 /// Binds the sockets and supervises workers until a shutdown completes.
-pub fn run(config: Config, listeners: Vec<Listener>) -> anyhow::Result<Outcome> {
+pub fn run(
+    config: Config,
+    listeners: Vec<Listener>,
+    notifier: Notifier,
+) -> anyhow::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut master = Master::new(config, listeners);
+        let mut master = Master::new(config, listeners, notifier);
         master.main_loop().await
     })
 }
@@ -116,6 +122,10 @@ struct Master {
     config: Config,
     listeners: Vec<OwnedFd>,
     protocols: Vec<crate::config::Protocol>,
+    addresses: Vec<crate::config::ListenAddress>,
+    notifier: Notifier,
+    /// Ticks since start, for work done about once a second.
+    ticks: u64,
     phase: Phase,
     /// The generation that owns the slots (the newest that started whole).
     generation: u64,
@@ -135,12 +145,15 @@ struct Master {
 }
 
 impl Master {
-    fn new(config: Config, listeners: Vec<Listener>) -> Self {
+    fn new(config: Config, listeners: Vec<Listener>, notifier: Notifier) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let slots = config.processes as usize;
         Self {
             config,
             protocols: listeners.iter().map(|l| l.protocol).collect(),
+            addresses: listeners.iter().map(|l| l.address.clone()).collect(),
+            notifier,
+            ticks: 0,
             listeners: listeners.into_iter().map(|l| l.fd).collect(),
             phase: Phase::Starting,
             generation: 1,
@@ -265,6 +278,10 @@ impl Master {
     }
 
     fn record_reload_failure(&mut self, generation: u64, error: &str) {
+        self.notifier.ready(&format!(
+            "reload failed; generation {} serves: {error}",
+            self.generation
+        ));
         error!(
             event = "reload_failed",
             generation,
@@ -294,6 +311,8 @@ impl Master {
             generation,
             committed: false,
         };
+        self.notifier
+            .reloading(&format!("reloading: starting generation {generation}"));
         for id in 1..=self.config.processes {
             self.spawn(id, generation, SpawnReason::Start);
         }
@@ -333,6 +352,11 @@ impl Master {
             if graceful { "graceful" } else { "fast" }
         );
         self.phase = Phase::ShuttingDown { mode };
+        self.notifier.stopping(&format!(
+            "{} shutdown: {} workers retiring",
+            if graceful { "graceful" } else { "fast" },
+            self.workers.len()
+        ));
         self.respawns.clear();
         let pids: Vec<u32> = self.workers.pids();
         for pid in pids {
@@ -425,6 +449,8 @@ impl Master {
                     generation, "all workers ready"
                 );
                 self.phase = Phase::Serving;
+                self.notifier
+                    .ready(&format!("{} workers ready", self.config.processes));
                 self.after_reload_or_start();
             }
             Phase::Reloading {
@@ -675,6 +701,10 @@ impl Master {
             workers = self.workers.len(),
             "reload done: generation {generation} serves"
         );
+        self.notifier.ready(&format!(
+            "{} workers ready, generation {generation}",
+            self.workers.len()
+        ));
         self.phase = Phase::Serving;
         self.after_reload_or_start();
     }
@@ -753,6 +783,10 @@ impl Master {
             }
         }
         self.check_limits();
+        self.ticks += 1;
+        if self.ticks % 10 == 0 {
+            systemd::reap_orphans(&self.workers.pids());
+        }
     }
 
     /// The mercy deadline passed: ask for the diagnostic; the kill follows

@@ -46,11 +46,19 @@ impl Master {
                 workers = self.workers.len(),
                 "chain reload done: generation {generation} serves"
             );
+            self.notifier.ready(&format!(
+                "{} workers ready, generation {generation}",
+                self.config.processes
+            ));
             self.phase = Phase::Serving;
             self.after_reload_or_start();
             return;
         }
         self.phase = Phase::ChainReloading { generation, slot };
+        self.notifier.reloading(&format!(
+            "chain reload: worker {slot} of {}",
+            self.config.processes
+        ));
         let old = self.workers.serving_in_slot(slot);
         info!(
             event = "reload_progress",

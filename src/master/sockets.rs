@@ -26,13 +26,26 @@ pub struct Listener {
 }
 
 /// Binds every configured socket with the listen queue size, and applies
-/// `--chmod-socket` and `--chown-socket` to unix sockets.
-pub fn bind_all(config: &Config) -> Result<Vec<Listener>, BindError> {
-    config
+/// `--chmod-socket` and `--chown-socket` to unix sockets. Sockets passed by
+/// systemd (`activated`) are used instead of binding where the address
+/// matches; the others it passed serve HTTP.
+pub fn bind_all(
+    config: &Config,
+    mut activated: Vec<(OwnedFd, SockAddr)>,
+) -> Result<Vec<Listener>, BindError> {
+    let mut listeners = config
         .listen
         .iter()
         .map(|socket| {
             let address = &socket.address;
+            if let Some(index) = activated.iter().position(|(_, a)| same(a, address)) {
+                let (fd, _) = activated.remove(index);
+                return Ok(Listener {
+                    address: address.clone(),
+                    protocol: socket.protocol,
+                    fd,
+                });
+            }
             let fail = |source| BindError {
                 address: address.clone(),
                 source,
@@ -47,7 +60,28 @@ pub fn bind_all(config: &Config) -> Result<Vec<Listener>, BindError> {
                 fd,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    for (fd, address) in activated {
+        let address = match (address.as_socket(), address.as_pathname()) {
+            (Some(addr), _) => ListenAddress::Tcp(addr),
+            (None, Some(path)) => ListenAddress::Unix(path.to_owned()),
+            (None, None) => continue,
+        };
+        listeners.push(Listener {
+            address,
+            protocol: Protocol::Http,
+            fd,
+        });
+    }
+    Ok(listeners)
+}
+
+/// Whether a passed socket is bound to a configured address.
+fn same(passed: &SockAddr, address: &ListenAddress) -> bool {
+    match address {
+        ListenAddress::Tcp(addr) => passed.as_socket() == Some(*addr),
+        ListenAddress::Unix(path) => passed.as_pathname() == Some(path.as_path()),
+    }
 }
 
 fn set_unix_permissions(path: &std::path::Path, config: &Config) -> std::io::Result<()> {

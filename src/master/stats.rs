@@ -126,16 +126,16 @@ impl Master {
         let sockets: Vec<Value> = self
             .listeners
             .iter()
-            .zip(&self.config.listen)
-            .map(|(fd, socket)| {
-                let (queue, max_queue) = match socket.address {
+            .zip(self.addresses.iter().zip(&self.protocols))
+            .map(|(fd, (address, protocol))| {
+                let (queue, max_queue) = match address {
                     ListenAddress::Tcp(_) => listen_queue(fd.as_raw_fd()),
                     ListenAddress::Unix(_) => (0, self.config.backlog),
                 };
                 queue_total += queue;
                 json!({
-                    "name": socket.address.to_string(),
-                    "proto": match socket.protocol { Protocol::Http => "http", Protocol::Uwsgi => "uwsgi" },
+                    "name": address.to_string(),
+                    "proto": match protocol { Protocol::Http => "http", Protocol::Uwsgi => "uwsgi" },
                     "queue": queue,
                     "max_queue": max_queue,
                     "shared": 0,

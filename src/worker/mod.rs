@@ -129,6 +129,7 @@ fn run_gevent(
     wait_for_hub: bool,
 ) -> ExitCode {
     let hub = wsgi::hub().expect("gevent mode has a hub");
+    let stopped_accepting = hub.next_wait_id();
     let drained = hub.next_wait_id();
     let accept_loops = server.take_accept_loops();
     let watched = context.clone();
@@ -138,6 +139,7 @@ fn run_gevent(
         for handle in accept_loops {
             let _ = handle.await;
         }
+        hub.complete(stopped_accepting);
         let mut connections = watched.watch_connections();
         let _ = connections.wait_for(|count| *count == 0).await;
         hub.complete(drained);
@@ -150,7 +152,7 @@ fn run_gevent(
     let result = Python::attach(|py| {
         engine
             .bind(py)
-            .call_method1("run", (greenlets, drained, wait_for_hub))
+            .call_method1("run", (greenlets, stopped_accepting, drained, wait_for_hub))
             .map(drop)
     });
     if let Err(error) = result {
