@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::context::WorkerContext;
+use super::transport::Transport;
 use crate::control::RetireMode;
 use crate::protocol::chunked::{Chunk, ChunkedDecoder};
 use crate::protocol::http::{BodyFraming, HeadParser, RequestError, RequestHead};
@@ -39,7 +40,7 @@ pub async fn serve<S>(
     context: Arc<WorkerContext>,
     jobs: flume::Sender<Request>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     let mut endpoints = endpoints;
@@ -99,7 +100,7 @@ pub async fn serve_uwsgi<S>(
     context: Arc<WorkerContext>,
     jobs: flume::Sender<Request>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     let config = &context.config;
     let mut buffer = BytesMut::with_capacity(4096);
@@ -356,7 +357,7 @@ async fn exchange<S>(
     jobs: &flume::Sender<Request>,
 ) -> std::io::Result<bool>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     let started = Instant::now();
     let config = &context.config;
@@ -500,7 +501,7 @@ async fn respond<S>(
     harakiri_at: Option<tokio::time::Instant>,
 ) -> std::io::Result<Done>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     let timeout = context.config.socket_timeout;
     let mut continue_sent = false;
@@ -586,6 +587,22 @@ where
                 return Ok(done);
             }
             Event::Flush(reply) => reply.send(()),
+            Event::File {
+                file,
+                offset,
+                length,
+            } => {
+                send_file(
+                    stream,
+                    &mut out,
+                    &mut framing,
+                    &file,
+                    offset,
+                    length,
+                    &mut done,
+                )
+                .await?;
+            }
             Event::Abort => {
                 done.keep_alive = false;
                 return Ok(done);
@@ -647,6 +664,47 @@ fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// Sends a file region in the chosen framing, with sendfile. A file that
+/// ends early leaves the response short, so the connection is closed.
+async fn send_file<S: Transport>(
+    stream: &mut S,
+    out: &mut BytesMut,
+    framing: &mut Framing,
+    file: &std::os::fd::OwnedFd,
+    offset: u64,
+    length: u64,
+    done: &mut Done,
+) -> std::io::Result<()> {
+    let allowed = match framing {
+        Framing::None => return Ok(()),
+        Framing::Length { remaining } => length.min(*remaining),
+        Framing::Chunked | Framing::Close => length,
+    };
+    if allowed == 0 {
+        return Ok(());
+    }
+    if *framing == Framing::Chunked {
+        let _ = write!(BytesWriter(out), "{allowed:x}\r\n");
+        stream.write_all(out).await?;
+        out.clear();
+    }
+    let sent = stream.send_file(file, offset, allowed).await?;
+    done.body_bytes += sent;
+    if let Framing::Length { remaining } = framing {
+        *remaining -= sent;
+    }
+    if sent < allowed {
+        warn!(
+            missing = allowed - sent,
+            "the file given to wsgi.file_wrapper ended early; closing the connection"
+        );
+        done.keep_alive = false;
+    } else if *framing == Framing::Chunked {
+        stream.write_all(b"\r\n").await?;
+    }
+    Ok(())
 }
 
 /// Appends body bytes in the chosen framing. Bytes beyond the app's

@@ -7,6 +7,7 @@ mod context;
 mod harakiri;
 mod interpreter;
 mod server;
+mod transport;
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::FromRawFd;

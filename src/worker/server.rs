@@ -219,7 +219,7 @@ async fn serve_protocol<S>(
     context: Arc<WorkerContext>,
     jobs: flume::Sender<Request>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: super::transport::Transport,
 {
     match protocol {
         Protocol::Http => connection::serve(stream, endpoints, context, jobs).await,

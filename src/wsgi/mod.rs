@@ -97,6 +97,13 @@ pub enum Event {
     },
     /// More body bytes.
     Body(Bytes),
+    /// `length` bytes of a file from `offset` (`wsgi.file_wrapper`), sent
+    /// with sendfile.
+    File {
+        file: std::os::fd::OwnedFd,
+        offset: u64,
+        length: u64,
+    },
     /// The response is complete.
     End,
     /// The app failed after the response started: close the connection.

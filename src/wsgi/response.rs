@@ -163,6 +163,46 @@ impl Response {
         let _ = self.send(py, event);
     }
 
+    /// Sends a file region: the head (with a Content-Length of the region
+    /// if the app set none), the file, then the end.
+    fn send_file(
+        &self,
+        py: Python<'_>,
+        file: std::os::fd::OwnedFd,
+        offset: u64,
+        length: u64,
+    ) -> PyResult<()> {
+        {
+            let mut state = self.lock();
+            if !state.head_sent && state.content_length.is_none() {
+                state.content_length = Some(length);
+                let value = length.to_string().into_bytes().into_boxed_slice();
+                state.headers.push((Box::from(&b"Content-Length"[..]), value));
+            }
+        }
+        if !self.send_body(py, Bytes::new(), false)? {
+            return Ok(());
+        }
+        let length = self
+            .lock()
+            .content_length
+            .map_or(length, |cl| cl.min(length));
+        if self
+            .send(
+                py,
+                Event::File {
+                    file,
+                    offset,
+                    length,
+                },
+            )
+            .is_ok()
+        {
+            self.send_body(py, Bytes::new(), true)?;
+        }
+        Ok(())
+    }
+
     /// Makes sure the connection task hears the end of the response, even
     /// when the app left it unfinished.
     pub fn finish(&self, py: Python<'_>) {
@@ -283,6 +323,9 @@ impl Write {
 /// Content-Length when the app set none), anything else item by item.
 /// Returns Err with the app's exception; the caller logs it.
 pub fn send_result(py: Python<'_>, response: &Response, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Some((file, offset, length)) = sendable_file(result)? {
+        return response.send_file(py, file, offset, length);
+    }
     if let Ok(list) = result.cast::<PyList>() {
         return send_sequence(py, response, list.iter());
     }
@@ -300,6 +343,43 @@ pub fn send_result(py: Python<'_>, response: &Response, result: &Bound<'_, PyAny
     }
     response.send_body(py, Bytes::new(), true)?;
     Ok(())
+}
+
+/// For a `wsgi.file_wrapper` around a real file: a copy of its descriptor,
+/// its current offset and the bytes from there to its end. None for
+/// anything else (which is then iterated).
+fn sendable_file(result: &Bound<'_, PyAny>) -> PyResult<Option<(std::os::fd::OwnedFd, u64, u64)>> {
+    let py = result.py();
+    let constants = super::environ::CONSTANTS
+        .get(py)
+        .expect("the environ constants are set before requests are served");
+    if !result.get_type().is(constants.file_wrapper.bind(py)) {
+        return Ok(None);
+    }
+    let filelike = result.getattr(pyo3::intern!(py, "filelike"))?;
+    let (Ok(fileno), Ok(offset)) = (
+        filelike.call_method0(pyo3::intern!(py, "fileno")),
+        filelike.call_method0(pyo3::intern!(py, "tell")),
+    ) else {
+        return Ok(None);
+    };
+    let (Ok(fd), Ok(offset)) = (fileno.extract::<i32>(), offset.extract::<u64>()) else {
+        return Ok(None);
+    };
+    // SAFETY: the descriptor belongs to the file object, which outlives
+    // this call; it is only borrowed to be duplicated.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let Ok(stat) = nix::sys::stat::fstat(borrowed) else {
+        return Ok(None);
+    };
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(None);
+    }
+    let file = borrowed
+        .try_clone_to_owned()
+        .map_err(|error| pyo3::exceptions::PyOSError::new_err(error.to_string()))?;
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    Ok(Some((file, offset, size.saturating_sub(offset))))
 }
 
 fn send_sequence<'py>(
