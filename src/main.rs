@@ -86,10 +86,10 @@ fn run_master(config: config::Config) -> ExitCode {
     for listener in &listeners {
         tracing::info!(address = %listener.address, "listening on {}", listener.address);
     }
-    let unix_paths: Vec<std::path::PathBuf> = config
-        .listen
+    let unix_paths: Vec<std::path::PathBuf> = listeners
         .iter()
-        .filter_map(|socket| match &socket.address {
+        .filter(|listener| listener.bound_here)
+        .filter_map(|listener| match &listener.address {
             config::ListenAddress::Unix(path) => Some(path.clone()),
             config::ListenAddress::Tcp(_) => None,
         })

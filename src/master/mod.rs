@@ -272,6 +272,13 @@ impl Master {
                 );
                 self.reload_pending = Some(chain);
             }
+            Phase::Serving if self.workers.replacing() => {
+                info!(
+                    cause,
+                    "reload requested while a worker is being replaced: it follows when that ends"
+                );
+                self.reload_pending = Some(chain);
+            }
             Phase::Serving if chain => self.start_chain_reload(cause),
             Phase::Serving => self.start_reload(cause),
         }
@@ -387,9 +394,6 @@ impl Master {
             ToMaster::Reload => self.request_reload("the app called reload()", false),
             ToMaster::Recycle { reason } => self.recycle(pid, &reason, None),
             ToMaster::Stuck { reason } => {
-                if let Some(worker) = self.slots_history_mut(pid) {
-                    worker.harakiri += 1;
-                }
                 let grace = self.config.harakiri_graceful_timeout;
                 self.recycle(pid, &reason, Some(grace));
             }
@@ -623,6 +627,9 @@ impl Master {
             }
         }
         self.refill_slot(id, started_at);
+        if self.phase == Phase::Serving && !self.workers.replacing() {
+            self.after_reload_or_start();
+        }
         if let Phase::ChainReloading {
             generation: new,
             slot,
@@ -783,6 +790,7 @@ impl Master {
             }
         }
         self.check_limits();
+        self.recycle_wanted();
         self.ticks += 1;
         if self.ticks % 10 == 0 {
             systemd::reap_orphans(&self.workers.pids());
@@ -956,6 +964,8 @@ impl Master {
             },
             recycling: false,
             retire_grace: None,
+            recycle_wanted: None,
+            recycle_after: None,
         });
         if respawn {
             self.slots.entry(id).or_default().respawns += 1;

@@ -9,6 +9,10 @@ use tracing::{error, info, warn};
 
 use super::workers::WorkerState;
 use super::{Master, Phase, ReloadRecord, SpawnReason};
+
+/// How long a worker whose replacement failed to load serves before the
+/// next attempt.
+const RECYCLE_RETRY: Duration = Duration::from_secs(30);
 use crate::control::{RetireMode, ToWorker};
 
 impl Master {
@@ -78,16 +82,21 @@ impl Master {
 
     /// A worker asked to be (or must be) replaced: its replacement starts
     /// now and it retires once that one is ready.
+    /// Outside the serving phase (a reload runs) the wish is kept and
+    /// acted on once the reload is over, unless the worker retires anyway.
     pub(super) fn recycle(&mut self, pid: u32, reason: &str, grace: Option<Duration>) {
-        if self.phase != Phase::Serving {
-            return;
-        }
+        let serving = self.phase == Phase::Serving;
         let Some(worker) = self.workers.get_mut(pid) else {
             return;
         };
         if worker.state != WorkerState::Ready || worker.recycling {
             return;
         }
+        if !serving || worker.recycle_after.is_some_and(|at| at > Instant::now()) {
+            worker.recycle_wanted = Some((reason.to_owned(), grace));
+            return;
+        }
+        worker.recycle_wanted = None;
         worker.recycling = true;
         worker.retire_grace = grace;
         let (id, generation) = (worker.id, worker.generation);
@@ -108,10 +117,18 @@ impl Master {
         self.retire_with(old, RetireMode::Reload, grace);
     }
 
-    /// A replacement failed to load: the worker it was to replace serves on.
+    /// A replacement failed to load: the worker it was to replace serves on,
+    /// and is replaced again after a pause.
     pub(super) fn replacement_failed(&mut self, old: u32, error: &str) {
         if let Some(worker) = self.workers.get_mut(old) {
             worker.recycling = false;
+            worker.recycle_after = Some(Instant::now() + RECYCLE_RETRY);
+            if worker.recycle_wanted.is_none() {
+                worker.recycle_wanted = Some((
+                    "a replacement that failed to load".to_owned(),
+                    worker.retire_grace,
+                ));
+            }
             error!(
                 worker.id = worker.id,
                 worker.pid = old,
@@ -119,6 +136,29 @@ impl Master {
                 "the replacement of worker {} could not load the app; the worker serves on: {error}",
                 worker.id
             );
+        }
+    }
+
+    /// Acts on replacements that were asked for while none could start.
+    pub(super) fn recycle_wanted(&mut self) {
+        if self.phase != Phase::Serving {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<(u32, String, Option<Duration>)> = self
+            .workers
+            .iter()
+            .filter(|w| w.recycle_after.is_none_or(|at| at <= now))
+            .filter_map(|w| {
+                let (reason, grace) = w.recycle_wanted.clone()?;
+                Some((w.pid, reason, grace))
+            })
+            .collect();
+        for (pid, reason, grace) in due {
+            if let Some(worker) = self.workers.get_mut(pid) {
+                worker.recycle_after = None;
+            }
+            self.recycle(pid, &reason, grace);
         }
     }
 

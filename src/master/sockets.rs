@@ -23,6 +23,9 @@ pub struct Listener {
     pub address: ListenAddress,
     pub protocol: Protocol,
     pub fd: OwnedFd,
+    /// The master bound it (rather than receiving it from systemd), so a
+    /// unix socket file is the master's to remove at exit.
+    pub bound_here: bool,
 }
 
 /// Binds every configured socket with the listen queue size, and applies
@@ -44,6 +47,7 @@ pub fn bind_all(
                     address: address.clone(),
                     protocol: socket.protocol,
                     fd,
+                    bound_here: false,
                 });
             }
             let fail = |source| BindError {
@@ -58,6 +62,7 @@ pub fn bind_all(
                 address: address.clone(),
                 protocol: socket.protocol,
                 fd,
+                bound_here: true,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -71,6 +76,7 @@ pub fn bind_all(
             address,
             protocol: Protocol::Http,
             fd,
+            bound_here: false,
         });
     }
     Ok(listeners)

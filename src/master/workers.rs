@@ -44,6 +44,11 @@ pub struct Worker {
     pub recycling: bool,
     /// How long this worker gets to retire, if not --worker-reload-mercy.
     pub retire_grace: Option<std::time::Duration>,
+    /// A replacement was asked for when none could start (during a
+    /// reload, or too soon after a failed one): reason and grace.
+    pub recycle_wanted: Option<(String, Option<std::time::Duration>)>,
+    /// Not before this time (after a replacement failed to load).
+    pub recycle_after: Option<Instant>,
 }
 
 impl Worker {
@@ -123,6 +128,13 @@ impl Workers {
             .values()
             .find(|w| w.id == id && w.state == WorkerState::Ready && !w.recycling)
             .map(|w| w.pid)
+    }
+
+    /// Whether a replacement (recycling) is in progress.
+    pub fn replacing(&self) -> bool {
+        self.by_pid
+            .values()
+            .any(|w| w.recycling || w.replaces.is_some())
     }
 
     /// Every worker of slot `id`.

@@ -294,10 +294,18 @@ impl HeadParser {
     }
 
     /// Method characters, then the length limit, on all or part of the request line.
+    ///
+    /// In wire order: a bad method byte decides only if it arrived no later
+    /// than the byte that broke the limit, so the answer is the same whether
+    /// the line came in one read or byte by byte.
     fn check_request_line(&mut self, content: &[u8]) -> Result<(), RequestError> {
-        self.check_method_bytes(content)?;
-
         let limit = self.limits.max_request_line;
+        let within_limit = match limit {
+            0 => content,
+            _ => &content[..content.len().min(limit + 1)],
+        };
+        self.check_method_bytes(within_limit)?;
+
         if limit != 0 && content.len() > limit {
             return Err(RequestError::over_limit(Kind::RequestLineTooLong, limit));
         }
@@ -875,6 +883,30 @@ mod tests {
             ..Limits::default()
         };
         assert!(outcome_with(long, unlimited).is_ok());
+    }
+
+    #[test]
+    fn request_line_limit_and_bad_method_byte_answer_in_wire_order() {
+        let limits = Limits {
+            max_request_line: 8,
+            ..Limits::default()
+        };
+        // The limit breaks at byte 9, before the bad method byte (byte 12).
+        let late = b"AAAAAAAAAAA\x02 / HTTP/1.1\r\n\r\n";
+        let whole = outcome_with(late, limits).expect_err("refused");
+        assert_eq!(whole.kind(), RequestErrorKind::RequestLineTooLong);
+        let mut parser = HeadParser::new(limits);
+        let split = (1..=late.len())
+            .map(|end| parser.parse(&late[..end]))
+            .find(|result| !matches!(result, Ok(None)))
+            .expect("refused");
+        assert_eq!(split, Err(whole));
+        // A bad byte within the limit comes first.
+        let early = b"AAA\x02AAAAAAAAAA / HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            outcome_with(early, limits).expect_err("refused").kind(),
+            RequestErrorKind::InvalidMethod
+        );
     }
 
     #[test]

@@ -133,16 +133,18 @@ fn take_sized<'a>(block: &mut &'a [u8]) -> Result<&'a [u8], PacketError> {
     Ok(item)
 }
 
-/// An HTTP request line starts with an upper-case method: four upper-case
-/// ASCII letters (or fewer, then a space) are no uwsgi header nginx sends.
+/// An HTTP request line starts with an upper-case method: an upper-case
+/// ASCII letter, then two more upper-case letters or a space, are no uwsgi
+/// header nginx sends. Decided on the first three bytes alone, so the
+/// answer is the same however the bytes arrive.
 fn looks_like_http(start: &[u8]) -> bool {
-    !start.is_empty()
-        && start
-            .iter()
-            .take(4)
-            .all(|b| b.is_ascii_uppercase() || *b == b' ')
-        && start[0].is_ascii_uppercase()
-        && start.len() >= 3
+    let method_like = |byte: &u8| byte.is_ascii_uppercase() || *byte == b' ';
+    match start {
+        [first, second, third, ..] => {
+            first.is_ascii_uppercase() && method_like(second) && method_like(third)
+        }
+        _ => false,
+    }
 }
 
 /// Encodes a packet (used by tests and by clients written in Rust).
@@ -196,6 +198,21 @@ mod tests {
                 "prefix {end}"
             );
         }
+    }
+
+    #[test]
+    fn http_is_recognised_the_same_in_any_split() {
+        // "GET" then a byte no method has: HTTP from the third byte on,
+        // never a packet header once the fourth byte arrives.
+        let wire = b"GET\x0b\x00REQUEST";
+        for end in 3..=wire.len() {
+            assert_eq!(parse_packet(&wire[..end], 0, 64), Err(PacketError::Http));
+        }
+        assert_eq!(parse_packet(&wire[..2], 0, 64), Ok(None));
+        assert_eq!(
+            parse_packet(b"POST / HTTP/1.1\r\n", 4096, 64),
+            Err(PacketError::Http)
+        );
     }
 
     #[test]

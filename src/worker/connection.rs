@@ -522,8 +522,10 @@ where
                     // connection is cut; the app's thread is dealt with
                     // by the caller.
                     if done.status == 0 {
-                        let _ = stream.write_all(&gateway_timeout()).await;
+                        let (response, body_length) = gateway_timeout();
+                        let _ = stream.write_all(&response).await;
                         done.status = 504;
+                        done.body_bytes = body_length;
                     }
                     done.keep_alive = false;
                     done.harakiri = true;
@@ -756,14 +758,15 @@ fn finish_body(out: &mut BytesMut, framing: Framing, done: &mut Done) {
 }
 
 /// The answer to a request that passed `--harakiri` before it responded.
-fn gateway_timeout() -> Vec<u8> {
+/// The response and the length of its body.
+fn gateway_timeout() -> (Vec<u8>, u64) {
     let body = "504 Gateway Timeout: the request ran longer than --harakiri allows\n";
-    format!(
+    let response = format!(
         "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .into_bytes()
+    );
+    (response.into_bytes(), body.len() as u64)
 }
 
 /// `write!` into a BytesMut.

@@ -81,6 +81,8 @@ pub struct WorkerContext {
     pub config: Config,
     /// Requests waiting for a Python thread.
     pub jobs: flume::Receiver<Request>,
+    /// Signalled when a thread or greenlet takes a request from `jobs`.
+    pub job_taken: tokio::sync::Notify,
     /// None while serving; the retirement mode once the master asked.
     retire: watch::Sender<Option<RetireMode>>,
     /// Open client connections.
@@ -125,6 +127,7 @@ impl WorkerContext {
             spec,
             config,
             jobs,
+            job_taken: tokio::sync::Notify::new(),
             retire: watch::Sender::new(None),
             connections: watch::Sender::new(0),
             step: AtomicU8::new(Step::Serving as u8),

@@ -94,14 +94,17 @@ fn watch(cases: mpsc::Receiver<Case>) {
         );
         context.send_master(&ToMaster::Harakiri);
 
-        std::thread::sleep(STOP_GRACE);
-        if context.core_state(core) == Some((sequence, true)) {
-            context.send_master(&ToMaster::Stuck {
-                reason: format!(
-                    "{} {} is stuck past --harakiri and could not be stopped",
-                    case.method, case.path
-                ),
-            });
-        }
+        // Whether the thread stopped is checked apart, so that the next
+        // case is not held up.
+        let reason = format!(
+            "{} {} is stuck past --harakiri and could not be stopped",
+            case.method, case.path
+        );
+        std::thread::spawn(move || {
+            std::thread::sleep(STOP_GRACE);
+            if context.core_state(core) == Some((sequence, true)) {
+                context.send_master(&ToMaster::Stuck { reason });
+            }
+        });
     }
 }

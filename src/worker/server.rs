@@ -18,6 +18,10 @@ use crate::config::Protocol;
 use crate::control::{RetireMode, FIRST_INHERITED_FD};
 use crate::wsgi::{Endpoints, Request};
 
+/// How often a worker whose threads are all busy looks again, in case a
+/// wake-up was missed.
+const IDLE_RECHECK: Duration = Duration::from_millis(50);
+
 /// The worker's I/O runtime and its accept loops.
 pub struct Server {
     pub runtime: Runtime,
@@ -105,6 +109,11 @@ async fn accept_loop(
     let local = local_endpoints(&listener);
     let mut retire = context.watch_retire();
     loop {
+        // A worker whose threads (or greenlets) are all busy leaves new
+        // connections in the kernel's queue for a worker that is free.
+        while !context.jobs.is_empty() && !context.is_retiring() {
+            let _ = tokio::time::timeout(IDLE_RECHECK, context.job_taken.notified()).await;
+        }
         tokio::select! {
             biased;
             () = retiring(&mut retire) => break,

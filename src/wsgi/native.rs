@@ -199,9 +199,11 @@ fn requests_waiting() -> bool {
 /// `core`); False if none waits.
 #[pyfunction]
 fn handle_next(py: Python<'_>, core: usize) -> bool {
-    let Ok(request) = worker::context().jobs.try_recv() else {
+    let context = worker::context();
+    let Ok(request) = context.jobs.try_recv() else {
         return false;
     };
+    context.job_taken.notify_one();
     let app = APP
         .get(py)
         .expect("the app is installed before requests are served")
@@ -239,7 +241,9 @@ fn serve(py: Python<'_>, core: usize) -> PyResult<()> {
         .get(py)
         .expect("the app is installed before request threads start")
         .clone_ref(py);
+    let context = worker::context();
     while let Ok(request) = py.detach(|| jobs.recv()) {
+        context.job_taken.notify_one();
         handle(py, app.bind(py), request, core);
     }
     Ok(())
@@ -247,6 +251,11 @@ fn serve(py: Python<'_>, core: usize) -> PyResult<()> {
 
 fn handle(py: Python<'_>, app: &Bound<'_, PyAny>, request: Request, core: usize) {
     let context = worker::context();
+    if request.events.is_closed() {
+        // The connection gave up while the request waited for a thread
+        // (the client left, or --harakiri answered it): never run it.
+        return;
+    }
     request
         .slot
         .store(core, std::sync::atomic::Ordering::Relaxed);

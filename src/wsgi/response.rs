@@ -177,7 +177,9 @@ impl Response {
             if !state.head_sent && state.content_length.is_none() {
                 state.content_length = Some(length);
                 let value = length.to_string().into_bytes().into_boxed_slice();
-                state.headers.push((Box::from(&b"Content-Length"[..]), value));
+                state
+                    .headers
+                    .push((Box::from(&b"Content-Length"[..]), value));
             }
         }
         if !self.send_body(py, Bytes::new(), false)? {

@@ -1,0 +1,1252 @@
+"""Operations: chain reloads, recycling, harakiri, stats (and uwsgitop),
+Prometheus metrics, the master FIFO, log reopening, worker scaling,
+systemd's notify protocol and socket activation, and mercy as PID 1.
+
+Everything runs the real binary on loopback sockets with real signals.
+Tests assert events and bytes, never durations; every wait has a generous
+timeout that fails the test.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import termios
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    APPS,
+    EVENT_TIMEOUT,
+    REPO,
+    REQUEST_TIMEOUT,
+    START_TIMEOUT,
+    Mercy,
+    _flatten,
+    free_port,
+    pid_running,
+    venv_python,
+    wait_for_file,
+    wait_until,
+)
+
+APP = APPS / "ops_app.py"
+LIFECYCLE_EVENTS = ("spawned", "respawned", "retired", "killed", "died")
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+class ClientLoop(threading.Thread):
+    """Sends GET `path` without pause until stopped (or until `limit`
+    requests were sent), recording every failure (error status, reset,
+    empty reply, refused, timeout) and the worker pid of every answer.
+
+    keep_alive=True reuses one connection until a response says
+    `Connection: close`; keep_alive=False opens one per request."""
+
+    def __init__(self, port: int, keep_alive: bool, limit: int | None = None,
+                 path: str = "/pid"):
+        super().__init__(daemon=True)
+        self.port = port
+        self.keep_alive = keep_alive
+        self.limit = limit
+        self.path = path
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.pids: Counter = Counter()
+        self.failures: list[str] = []
+
+    def run(self):
+        connection = None
+        while not self.stopping.is_set():
+            if self.limit is not None and self.sent >= self.limit:
+                break
+            if connection is None:
+                connection = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
+            self.sent += 1
+            closing = True
+            try:
+                headers = {} if self.keep_alive else {"Connection": "close"}
+                connection.request("GET", self.path, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+                closing = response.will_close
+                if response.status != 200:
+                    raise AssertionError(f"status {response.status}: {body[:200]!r}")
+                pid = int(json.loads(body)["pid"])
+                with self.lock:
+                    self.pids[pid] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is recorded
+                with self.lock:
+                    self.failures.append(f"request {self.sent}: {type(error).__name__}: {error}")
+            if closing or not self.keep_alive:
+                connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()
+
+    def answers(self) -> int:
+        with self.lock:
+            return sum(self.pids.values())
+
+    def saw(self, pids) -> bool:
+        with self.lock:
+            return not set(self.pids).isdisjoint(pids)
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=REQUEST_TIMEOUT * 2)
+        assert not self.is_alive(), "the client loop did not stop"
+
+
+def held_request(port: int, path: bytes, marker: Path, release: Path) -> dict:
+    """Sends GET path?marker=..&release=.. on a raw socket in a thread;
+    the result dict gets `data` (the whole answer) or `error`."""
+    result: dict = {}
+    query = f"?marker={marker}&release={release}".encode()
+
+    def run():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+                sock.sendall(b"GET " + path + query + b" HTTP/1.1\r\nHost: x\r\n"
+                             b"Connection: close\r\n\r\n")
+                result["data"] = read_until_closed(sock)
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            result["error"] = f"{type(error).__name__}: {error}"
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    result["thread"] = thread
+    return result
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a log file, flattened as conftest does."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_bytes().split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(_flatten(record))
+    return records
+
+
+def fifo_send(path: Path, letters: bytes):
+    """Writes letters to the master FIFO (which the master holds open)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, letters)
+    finally:
+        os.close(fd)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def fetch_stats(address) -> bytes:
+    """One raw `--stats` answer: a (host, port) tuple or a unix path."""
+    family = socket.AF_UNIX if isinstance(address, (str, Path)) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(REQUEST_TIMEOUT)
+        sock.connect(str(address) if family == socket.AF_UNIX else address)
+        return read_until_closed(sock)
+
+
+def http_get_raw(port: int, path: str = "/") -> tuple[int, dict, bytes]:
+    """GET over HTTP/1.0; (status, headers, body) read until close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        data = read_until_closed(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def stats_document(address) -> dict:
+    """Fetches and parses a stats document (strict UTF-8 JSON)."""
+    raw = fetch_stats(address)
+    return json.loads(raw.decode("utf-8"))
+
+
+UWSGITOP_WORKER_FIELDS = {
+    "id": int, "pid": int, "requests": int, "exceptions": int, "signals": int,
+    "status": str, "avg_rt": (int, float), "rss": int, "vsz": int, "tx": int,
+    "respawn_count": int, "harakiri_count": int, "running_time": (int, float),
+    "last_spawn": int,
+}
+
+
+def check_uwsgi_stats_shape(document: dict, master_pid: int):
+    """The fields uwsgitop reads, with the types it formats them with."""
+    assert isinstance(document["version"], str)
+    assert isinstance(document["listen_queue"], int)
+    assert document["pid"] == master_pid
+    assert isinstance(document["workers"], list) and document["workers"]
+    for worker in document["workers"]:
+        for field, kind in UWSGITOP_WORKER_FIELDS.items():
+            assert isinstance(worker.get(field), kind), (field, worker)
+        for core in worker["cores"]:
+            assert isinstance(core["id"], int), core
+            assert isinstance(core["requests"], int), core
+            assert core["in_request"] in (0, 1, False, True), core
+    for field in ("generation", "last_reload", "forced_kills"):
+        assert field in document, field
+
+
+_METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(
+    rf"^(?P<name>{_METRIC_NAME})"
+    rf"(?:\{{(?P<labels>(?:{_LABEL})(?:,{_LABEL})*,?)?\}})?"
+    r" (?P<value>[^ ]+)(?: (?P<timestamp>-?\d+))?$"
+)
+_LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+
+
+def parse_prometheus(text: str) -> dict:
+    """A strict parser of Prometheus' text format 0.0.4: returns
+    {family: {"type": ..., "help": ..., "samples": [(name, labels, value)]}}.
+    Fails on malformed lines, a family's lines not being together, a TYPE
+    after its samples or twice, unparsable values and duplicate series."""
+    assert text.endswith("\n"), "the exposition must end with a newline"
+    families: dict = {}
+    order: list[str] = []
+    seen_series = set()
+    current = None
+
+    def family_of(name: str) -> str:
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = name[: -len(suffix)] if name.endswith(suffix) else None
+            if base and families.get(base, {}).get("type") in ("histogram", "summary"):
+                return base
+        return name
+
+    def enter(name: str):
+        nonlocal current
+        if current != name:
+            assert name not in order, f"the lines of {name} are not together"
+            order.append(name)
+            families.setdefault(name, {"type": None, "help": None, "samples": []})
+            current = name
+
+    for number, line in enumerate(text.split("\n")[:-1], 1):
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                name = parts[2]
+                assert re.fullmatch(_METRIC_NAME, name), f"line {number}: {line!r}"
+                enter(name)
+                family = families[name]
+                if parts[1] == "TYPE":
+                    assert family["type"] is None, f"line {number}: second TYPE for {name}"
+                    assert not family["samples"], f"line {number}: TYPE after samples"
+                    assert len(parts) == 4 and parts[3] in (
+                        "counter", "gauge", "histogram", "summary", "untyped"), line
+                    family["type"] = parts[3]
+                else:
+                    assert family["help"] is None, f"line {number}: second HELP for {name}"
+                    family["help"] = parts[3] if len(parts) == 4 else ""
+            continue
+        if not line.strip():
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"line {number} is not a sample: {line!r}"
+        name = match["name"]
+        labels = tuple(sorted(_LABEL_PAIR.findall(match["labels"] or "")))
+        assert len({key for key, _ in labels}) == len(labels), f"line {number}: repeated label"
+        value = match["value"]
+        assert re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?Inf|NaN", value), (
+            f"line {number}: bad value {value!r}")
+        assert (name, labels) not in seen_series, f"line {number}: duplicate series {line!r}"
+        seen_series.add((name, labels))
+        enter(family_of(name))
+        families[family_of(name)]["samples"].append((name, dict(labels), float(value)))
+    return families
+
+
+ANSI = re.compile(rb"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>78DEHMc])")
+
+
+def run_uwsgitop(address: str, seconds: float = 4.0) -> str:
+    """Runs uwsgitop (curses) on a pseudo-terminal of 60x220 for a few
+    seconds, then presses `q`. Returns the screen output with terminal
+    escape sequences removed (TERM=screen: no repeat-character sequences,
+    so numbers appear whole)."""
+    uwsgitop = shutil.which("uwsgitop", path=str(venv_python().parent)) or shutil.which("uwsgitop")
+    if uwsgitop is None:
+        pytest.fail("uwsgitop is not installed: pip install -r tests/requirements.txt")
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 220, 0, 0))
+    env = dict(os.environ, TERM="screen", LINES="60", COLUMNS="220")
+    proc = subprocess.Popen([uwsgitop, "--frequency", "1", address], stdin=terminal,
+                            stdout=terminal, stderr=terminal, env=env,
+                            start_new_session=True, close_fds=True)
+    os.close(terminal)
+    output = bytearray()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    output += os.read(controller, 65536)
+                except OSError:
+                    break
+        os.write(controller, b"q")
+        ends = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < ends:
+            ready, _, _ = select.select([controller], [], [], 0.1)
+            if ready:
+                try:
+                    output += os.read(controller, 65536)
+                except OSError:
+                    break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(controller)
+    return ANSI.sub(b" ", bytes(output)).decode("utf-8", "replace")
+
+
+def alive_counts(records: list[dict]) -> list[int]:
+    """Walks the master's lifecycle events in order: a `spawned` or
+    `respawned` worker is alive until its `retired`, `killed` or `died`.
+    Returns the number alive after each such event."""
+    alive: set[int] = set()
+    counts = []
+    for record in records:
+        event = record.get("event")
+        if event not in LIFECYCLE_EVENTS or "worker.pid" not in record:
+            continue
+        pid = int(record["worker.pid"])
+        if event in ("spawned", "respawned"):
+            alive.add(pid)
+        else:
+            alive.discard(pid)
+        counts.append(len(alive))
+    return counts
+
+
+def max_not_retiring_per_slot(records: list[dict]) -> int:
+    """The most workers of one slot alive at once that were not told to
+    retire (a serving worker plus its loading replacement make 2)."""
+    slots: dict[int, set[int]] = {}
+    peak = 0
+    for record in records:
+        event = record.get("event")
+        if event not in LIFECYCLE_EVENTS + ("retiring",) or "worker.pid" not in record:
+            continue
+        members = slots.setdefault(int(record["worker.id"]), set())
+        if event in ("spawned", "respawned"):
+            members.add(int(record["worker.pid"]))
+        else:
+            members.discard(int(record["worker.pid"]))
+        peak = max(peak, len(members))
+    return peak
+
+
+def index_of(records, event, **fields) -> list[int]:
+    return [
+        i for i, r in enumerate(records)
+        if r.get("event") == event and all(str(r.get(k)) == str(v) for k, v in fields.items())
+    ]
+
+
+def check_chain_reload(records: list[dict], generation: int, processes: int):
+    """The chain reload to `generation` replaced slot after slot: in each,
+    the new worker was ready before the old one was told to retire, and the
+    next slot's worker was spawned only after the old worker of the
+    previous slot was gone."""
+    progress = [records[i]["slot"] for i in
+                index_of(records, "reload_progress", generation=generation, mode="chain")]
+    assert progress == list(range(1, processes + 1)), progress
+    previous_gone = None
+    for slot in range(1, processes + 1):
+        spawned = index_of(records, "spawned", generation=generation, **{"worker.id": slot})
+        assert len(spawned) == 1, (slot, spawned)
+        new_pid = records[spawned[0]]["worker.pid"]
+        [ready] = index_of(records, "ready", **{"worker.pid": new_pid})
+        retiring = [
+            i for i in index_of(records, "retiring", **{"worker.id": slot})
+            if i > spawned[0] and int(records[i]["generation"]) < generation
+        ]
+        assert retiring, f"no old worker of slot {slot} retired for generation {generation}"
+        old_pid = records[retiring[0]]["worker.pid"]
+        assert ready < retiring[0], f"slot {slot}: old worker retired before the new was ready"
+        gone = index_of(records, "retired", **{"worker.pid": old_pid}) + index_of(
+            records, "killed", **{"worker.pid": old_pid})
+        assert gone, f"slot {slot}: old worker {old_pid} never left"
+        if previous_gone is not None:
+            assert spawned[0] > previous_gone, (
+                f"slot {slot} started before the previous slot's old worker was gone")
+        previous_gone = min(gone)
+
+
+class CustomMercy(Mercy):
+    """A Mercy whose process is started through a wrapper command and with
+    extra Popen arguments (inherited descriptors)."""
+
+    def start_with(self, prefix: list[str], ready: int | None = None, **popen) -> "CustomMercy":
+        self.command = prefix + self.command
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, start_new_session=True, **popen)
+        if ready is None:
+            ready = self.expected_workers()
+        if ready:
+            self.wait_event("ready", count=ready, timeout=START_TIMEOUT)
+        return self
+
+
+@pytest.fixture
+def custom_mercy(tmp_path):
+    """Like conftest's `mercy`, for CustomMercy instances (not started)."""
+    instances: list[CustomMercy] = []
+
+    def make(*args, env=None, http=True):
+        instance = CustomMercy(tmp_path / f"custom-{len(instances)}", list(args),
+                               env=env, http=http)
+        instances.append(instance)
+        return instance
+
+    yield make
+
+    for instance in instances:
+        instance.stop()
+        if instance.log_path.exists():
+            print(instance.tail(200))
+
+
+# --- chain reload and recycling ---------------------------------------------------
+
+
+def test_chain_reloads_under_load_fail_no_request_and_keep_at_most_one_extra_worker(
+        mercy, tmp_path):
+    """Three chain reloads (SIGUSR2, FIFO `c`, --touch-chain-reload) while two
+    clients send requests without pause: no request fails; each reload
+    replaces slot after slot (the next slot starts only after the previous
+    slot's old worker is gone), and the master's spawned/retired events
+    never show more than workers+1 workers alive."""
+    processes = 3
+    fifo = tmp_path / "master.fifo"
+    touch = tmp_path / "chain.touch"
+    touch.write_text("")
+    server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
+                   "--master-fifo", fifo, "--touch-chain-reload", touch)
+    wait_for_file(fifo)
+    loops = [ClientLoop(server.port, keep_alive=True), ClientLoop(server.port, keep_alive=False)]
+    for loop in loops:
+        loop.start()
+    generations = [set(server.worker_pids().values())]
+    try:
+        for loop in loops:
+            wait_until(loop.answers, 60, "a first answer")
+        triggers = [
+            lambda: server.send_signal(signal.SIGUSR2),
+            lambda: fifo_send(fifo, b"c"),
+            lambda: os.utime(touch, (time.time() + 10, time.time() + 10)),
+        ]
+        for number, trigger in enumerate(triggers, 1):
+            trigger()
+            [*_, done] = server.wait_event("reload_done", count=number, timeout=120)
+            assert done.get("mode") == "chain", done
+            pids = set(server.worker_pids().values())
+            assert len(pids) == processes
+            for earlier in generations:
+                assert pids.isdisjoint(earlier)
+            generations.append(pids)
+        for loop in loops:
+            wait_until(lambda: loop.saw(generations[-1]), 60, "an answer from the last generation")
+    finally:
+        for loop in loops:
+            loop.stop()
+
+    for loop in loops:
+        assert loop.failures == [], f"keep_alive={loop.keep_alive}: {loop.failures[:10]}"
+    started = server.events("reload_started")
+    assert [r.get("mode") for r in started] == ["chain"] * 3
+    causes = " | ".join(str(r.get("cause")) for r in started)
+    assert "SIGUSR2" in causes and "'c'" in causes and "--touch-chain-reload" in causes, causes
+    for old in generations[:-1]:
+        for pid in old:
+            server.wait_event("retired", worker_pid=pid)
+    records = server.records()
+    for record in started:
+        check_chain_reload(records, int(record["generation"]), processes)
+    counts = alive_counts(records)
+    assert max(counts) <= processes + 1, counts
+    server.assert_no_events("reload_failed", "mercy_expired", "killed", "died")
+
+
+def test_max_requests_recycles_every_worker_without_a_reset(mercy):
+    """--max-requests 20, 2 workers, 8 keep-alive clients sending 2000
+    requests in all: no reset, no empty reply, no error; every worker that
+    served 20 requests is replaced (`recycling` naming --max-requests, then
+    `retired` once its replacement is ready), and no slot ever has more
+    than a serving worker and one loading replacement.
+
+    Which worker accepts a connection is the kernel's choice: a burst of
+    connections can all land on one worker (see docs/operations.md), so
+    the test requires recycling of the workers that reached the limit, and
+    at least one worker of the first generation among them."""
+    processes = 2
+    server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
+                   "--max-requests", "20")
+    first = set(server.worker_pids().values())
+    loops = [ClientLoop(server.port, keep_alive=True, limit=250) for _ in range(8)]
+    for loop in loops:
+        loop.start()
+    for loop in loops:
+        loop.join(timeout=300)
+        assert not loop.is_alive(), "a client loop did not finish"
+
+    failures = [failure for loop in loops for failure in loop.failures]
+    assert failures == [], failures[:20]
+    answered = Counter()
+    for loop in loops:
+        answered.update(loop.pids)
+    assert sum(answered.values()) == 2000
+    limit_reached = {pid for pid, count in answered.items() if count >= 20}
+    assert limit_reached & first, answered
+    recycled = server.wait_event("recycling", count=len(limit_reached))
+    assert {int(r["worker.pid"]) for r in recycled} >= limit_reached, (answered, recycled)
+    assert all("max-requests" in str(r.get("reason")) for r in recycled), recycled[:3]
+    for pid in limit_reached & first:
+        server.wait_event("retired", worker_pid=pid)
+    assert len(set(answered) - first) >= 1, answered
+    peak = max_not_retiring_per_slot(server.records())
+    assert peak <= 2, f"a slot had {peak} workers not told to retire at once"
+    server.assert_no_events("killed", "died", "mercy_expired", "respawned")
+
+
+def test_max_requests_reached_during_a_reload_still_recycles_the_worker(mercy, tmp_path):
+    """--max-requests 20, 1 worker: a SIGHUP reload whose old worker is kept
+    draining by a held request, while the new worker serves 30 requests
+    (past its limit); once the reload is done and 30 more requests are
+    served, the new worker is recycled. A limit reached while a reload runs
+    must not be forgotten."""
+    server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2",
+                   "--max-requests", "20")
+    [old_pid] = server.worker_pids().values()
+    marker, release = tmp_path / "held", tmp_path / "release"
+    held = held_request(server.port, b"/hold/draining", marker, release)
+    wait_for_file(marker)
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("retiring", worker_pid=old_pid)
+    [new_pid] = server.worker_pids().values()
+    assert new_pid != old_pid
+    answered = Counter(server.get("/pid").json()["pid"] for _ in range(30))
+    assert answered == Counter({new_pid: 30})
+    release.touch()
+    held["thread"].join(timeout=120)
+    assert held.get("data", b"").startswith(b"HTTP/1.1 200 "), held
+    server.wait_event("reload_done")
+
+    for _ in range(30):
+        assert server.get("/pid").status == 200
+    try:
+        server.wait_event("recycling", worker_pid=new_pid, timeout=20)
+    except AssertionError:
+        served = len([r for r in server.events("request") if r.get("path") == "/pid"])
+        raise AssertionError(
+            f"worker {new_pid} served {served} requests with --max-requests 20 "
+            f"and was never recycled; events: "
+            f"{[(r.get('event'), r.get('worker.pid')) for r in server.events() if r.get('event') not in (None, 'request')]}"
+        ) from None
+
+
+def test_chain_reload_during_a_recycle_leaves_one_new_worker_per_slot(mercy):
+    """--max-requests 10, 2 workers, an app whose import takes 1.5 s: SIGUSR2
+    right after a worker asked to be recycled (its replacement still
+    loading). When the chain reload is done and every leaving worker is
+    gone, exactly 2 workers are alive, both of the new generation."""
+    processes = 2
+    server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
+                   "--max-requests", "10", env={"OPS_IMPORT_DELAY": "1.5"})
+    first = set(server.worker_pids().values())
+    loop = ClientLoop(server.port, keep_alive=False)
+    loop.start()
+    try:
+        server.wait_event("recycling", timeout=60)
+    finally:
+        loop.stop()
+    server.send_signal(signal.SIGUSR2)
+    [started] = server.wait_event("reload_started")
+    generation = int(started["generation"])
+    server.wait_event("reload_done", timeout=120)
+    for pid in first:
+        server.wait_event("retired", worker_pid=pid, timeout=60)
+
+    def settled():
+        records = server.records()
+        alive = {}
+        for record in records:
+            event = record.get("event")
+            if event in ("spawned", "respawned"):
+                alive[int(record["worker.pid"])] = int(record["generation"])
+            elif event in ("retired", "killed", "died"):
+                alive.pop(int(record["worker.pid"]), None)
+        leaving = {int(r["worker.pid"]) for r in records if r.get("event") == "retiring"}
+        return alive if not (set(alive) & leaving) else None
+    alive = wait_until(settled, 60, "every retiring worker to be gone")
+    assert loop.failures == [], loop.failures[:10]
+    assert sorted(alive.values()) == [generation] * processes, (
+        f"alive workers (pid: generation) after chain reload to generation "
+        f"{generation}: {alive}")
+    live_children = {pid for pid in server.child_pids() if pid_running(pid)}
+    assert len(live_children) == processes, live_children
+
+
+# --- harakiri ---------------------------------------------------------------------
+
+
+def slow_upload(port: int, connection: http.client.HTTPConnection | None, size: int,
+                pieces: int, pause: float, chunked: bool):
+    """POST /upload sending `size` bytes in `pieces` writes `pause` s apart.
+    Returns (response status, JSON body, sha256 sent, connection)."""
+    if connection is None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+    data = os.urandom(size)
+    step = -(-size // pieces)
+    connection.putrequest("POST", "/upload")
+    if chunked:
+        connection.putheader("Transfer-Encoding", "chunked")
+    else:
+        connection.putheader("Content-Length", str(size))
+    connection.endheaders()
+    for offset in range(0, size, step):
+        piece = data[offset: offset + step]
+        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        time.sleep(pause)
+    if chunked:
+        connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    body = response.read()
+    document = json.loads(body) if response.status == 200 else {"body": body[:300]}
+    return response.status, document, hashlib.sha256(data).hexdigest(), connection
+
+
+def test_harakiri_answers_504_logs_the_stack_and_spares_other_requests(mercy, tmp_path):
+    """1 worker, 2 threads, --harakiri 3: a request running Python for 10 s
+    gets `504 Gateway Timeout`; `harakiri` is logged with its method, path
+    and a stack naming the app's function; mercy.HarakiriTimeout reaches
+    the thread, which stops (no recycling). A client sending fast requests
+    all along sees no failure. Then uploads that take less than half the
+    deadline each (buffered, streamed, chunked, four in a row on one
+    keep-alive connection) while the fast client goes on: none is killed."""
+    stats_port = free_port()
+    server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2",
+                   "--harakiri", "3", "--stats", f"127.0.0.1:{stats_port}")
+    [worker_pid] = server.worker_pids().values()
+    fast = ClientLoop(server.port, keep_alive=True)
+    fast.start()
+    marker = tmp_path / "harakiri-marker"
+    try:
+        wait_until(fast.answers, 60, "a first fast answer")
+        response = server.get(f"/spin?seconds=10&marker={marker}", timeout=60)
+        assert response.status == 504
+        assert b"Gateway Timeout" in response.body or b"harakiri" in response.body
+        [event] = server.wait_event("harakiri")
+        assert event["method"] == "GET"
+        assert str(event["path"]).startswith("/spin")
+        assert int(event["worker.pid"]) == worker_pid
+        assert "_spin" in str(event["stack"]) and "ops_app.py" in str(event["stack"]), event
+        assert wait_for_file(marker).read_text() == f"harakiri {worker_pid}"
+
+        def counted():
+            workers = stats_document(("127.0.0.1", stats_port))["workers"]
+            return sum(w["harakiri_count"] for w in workers) == 1
+        wait_until(counted, 30, "harakiri_count 1 in the stats")
+
+        connection = None
+        results = []
+        for size, chunked in ((40_000, False), (400_000, False), (400_000, True),
+                              (400_000, False)):
+            status, document, digest, connection = slow_upload(
+                server.port, connection, size, pieces=10, pause=0.12, chunked=chunked)
+            results.append((status, document.get("size"), document.get("sha256") == digest))
+        connection.close()
+        assert results == [
+            (200, 40_000, True), (200, 400_000, True), (200, 400_000, True), (200, 400_000, True)
+        ]
+        assert fast.answers() > 0
+    finally:
+        fast.stop()
+
+    assert fast.failures == [], fast.failures[:10]
+    assert len(server.events("harakiri")) == 1, server.events("harakiri")
+    assert server.worker_pids() == {1: worker_pid}
+    server.assert_no_events("recycling", "killed", "died", "respawned")
+
+
+def test_harakiri_replaces_a_worker_whose_thread_cannot_be_stopped(mercy):
+    """A request stuck in one 30 s time.sleep (HarakiriTimeout cannot stop
+    it), with --harakiri 2 and --harakiri-graceful-timeout 2: the client
+    gets 504; the worker is replaced (`recycling` naming the stuck request,
+    a new worker ready before the old one retires), the stuck worker is
+    killed after its grace; a fast client on the other thread sees no
+    failure."""
+    stats_port = free_port()
+    server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2",
+                   "--harakiri", "2", "--harakiri-graceful-timeout", "2",
+                   "--stats", f"127.0.0.1:{stats_port}")
+    [stuck_pid] = server.worker_pids().values()
+    fast = ClientLoop(server.port, keep_alive=True)
+    fast.start()
+    try:
+        wait_until(fast.answers, 60, "a first fast answer")
+        response = server.get("/block?seconds=30", timeout=60)
+        assert response.status == 504
+        [recycling] = server.wait_event("recycling", worker_pid=stuck_pid)
+        assert "stuck past --harakiri" in str(recycling["reason"]), recycling
+        [killed] = server.wait_event("killed", worker_pid=stuck_pid)
+        new_pid = int(server.wait_event("ready", count=2)[-1]["worker.pid"])
+        wait_until(lambda: fast.saw({new_pid}), 60, "an answer from the replacement")
+    finally:
+        fast.stop()
+
+    assert fast.failures == [], fast.failures[:10]
+    records = server.records()
+    [ready] = index_of(records, "ready", **{"worker.pid": new_pid})
+    [retiring] = index_of(records, "retiring", **{"worker.pid": stuck_pid})
+    assert ready < retiring
+    assert server.event_index(recycling) < server.event_index(killed)
+    wait_until(lambda: not pid_running(stuck_pid), 30, "the stuck worker to be gone")
+    assert len(server.events("harakiri")) == 1
+    document = stats_document(("127.0.0.1", stats_port))
+    assert document["forced_kills"] == 1
+    counts = [(w["id"], w["harakiri_count"]) for w in document["workers"]]
+    assert counts == [(1, 1)], f"one request passed --harakiri once; (id, harakiri_count): {counts}"
+
+
+def test_request_answered_504_while_waiting_for_a_thread_is_never_run(mercy, tmp_path):
+    """1 worker, 1 thread, --harakiri 2: request A blocks the only thread
+    for 5 s (uninterruptible); request B, queued behind it, passes its own
+    deadline while waiting and its client gets 504. B's client was told it
+    failed, so the app must never run B later, when the thread frees up
+    (--harakiri-graceful-timeout 10 lets the old worker finish A)."""
+    server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "1",
+                   "--harakiri", "2", "--harakiri-graceful-timeout", "10")
+    [worker_pid] = server.worker_pids().values()
+    marker_a, marker_b = tmp_path / "a", tmp_path / "b"
+    result_a: dict = {}
+
+    def send_a():
+        result_a["response"] = server.get(f"/block?seconds=5&marker={marker_a}", timeout=60)
+
+    thread = threading.Thread(target=send_a, daemon=True)
+    thread.start()
+    wait_for_file(marker_a)
+    response_b = server.get(f"/hold/queued?marker={marker_b}", timeout=60)
+    thread.join(timeout=60)
+    assert result_a["response"].status == 504
+    assert response_b.status == 504
+    server.wait_event("retired", worker_pid=worker_pid, timeout=60)
+    assert not marker_b.exists(), (
+        f"the app ran request B (pid {marker_b.read_text()}) after its client got 504")
+
+
+# --- stats, uwsgitop, metrics -----------------------------------------------------
+
+
+# Control characters and invalid UTF-8 arrive percent-encoded (mercy refuses
+# them raw, with a 400); quotes, backslashes and valid UTF-8 arrive raw.
+WEIRD_PATHS = [
+    b"/hold/%01%02%1b[31m%7f%ff%fe%c3%28%22%5c%00",
+    b"/hold/\"quote\"\\back\\slash|^`%ed%a0%80%c0%af%c3%28",
+    b"/hold/%e2%80%8f%f0%9f%92%a9\xe2\x80\xa8{}<>%0d%0a",
+]
+
+
+def test_stats_stay_valid_json_with_odd_paths_in_flight_and_uwsgitop_shows_workers(
+        mercy, tmp_path):
+    """--stats on a unix socket and --metrics, 2 workers x 2 threads, while
+    requests whose paths hold control characters, quotes, backslashes and
+    invalid UTF-8 are in flight: every stats answer is strict UTF-8 JSON
+    with the fields uwsgitop reads and shows a busy core; uwsgitop run on a
+    pseudo-terminal shows both worker pids and the busy status; the
+    Prometheus text parses strictly and names both workers; every log line
+    is a JSON object."""
+    stats_path = tmp_path / "stats.sock"
+    metrics_port = free_port()
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "3",
+                   "--stats", stats_path, "--metrics", f"127.0.0.1:{metrics_port}")
+    workers = set(server.worker_pids().values())
+    wait_for_file(stats_path)
+    release = tmp_path / "release"
+    held = []
+    for number, path in enumerate(WEIRD_PATHS):
+        marker = tmp_path / f"held-{number}"
+        held.append((marker, held_request(server.port, path, marker, release)))
+    try:
+        for marker, _ in held:
+            wait_for_file(marker)
+
+        def busy_cores():
+            document = stats_document(stats_path)
+            check_uwsgi_stats_shape(document, server.pid)
+            return sum(core["in_request"] for w in document["workers"] for core in w["cores"])
+        wait_until(lambda: busy_cores() == len(WEIRD_PATHS), 30,
+                   f"{len(WEIRD_PATHS)} busy cores in the stats")
+        document = stats_document(stats_path)
+        assert {w["pid"] for w in document["workers"]} == workers
+        assert {w["id"] for w in document["workers"]} == {1, 2}
+        assert "busy" in {w["status"] for w in document["workers"]}
+
+        screen = run_uwsgitop(str(stats_path))
+        assert "WID" in screen and "PID" in screen, screen[-3000:]
+        assert f"masterpid: {server.pid}" in screen, screen[-3000:]
+        for pid in workers:
+            assert str(pid) in screen, (pid, screen[-3000:])
+        assert "busy" in screen, screen[-3000:]
+        assert "Traceback" not in screen, screen[-3000:]
+
+        status, headers, body = http_get_raw(metrics_port, "/metrics")
+        assert status == 200
+        assert headers.get("content-type", "").startswith("text/plain"), headers
+        families = parse_prometheus(body.decode("utf-8"))
+        requests = families["mercy_worker_requests_total"]
+        assert requests["type"] == "counter"
+        assert {s[1]["worker"] for s in requests["samples"]} == {"1", "2"}
+        assert {int(s[1]["pid"]) for s in requests["samples"]} == workers
+        for family in families.values():
+            assert family["type"] is not None
+    finally:
+        release.touch()
+        for _, result in held:
+            result["thread"].join(timeout=120)
+
+    for (_, result), path in zip(held, WEIRD_PATHS):
+        assert "error" not in result, result
+        assert result["data"].startswith(b"HTTP/1.1 200 "), result["data"][:200]
+    document = stats_document(stats_path)
+    check_uwsgi_stats_shape(document, server.pid)
+    bad_lines = [
+        line for line in server.log_path.read_bytes().split(b"\n")
+        if line.strip() and not _is_json_object(line)
+    ]
+    assert bad_lines == [], bad_lines[:5]
+    request_paths = [r["path"] for r in server.events("request") if "hold" in str(r["path"])]
+    assert len(request_paths) == len(WEIRD_PATHS), request_paths
+
+
+def _is_json_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line.decode("utf-8")), dict)
+    except ValueError:
+        return False
+
+
+def test_stats_http_serves_the_document_to_uwsgitop_over_http(mercy):
+    """--stats on TCP with --stats-http: an HTTP/1.0 200 JSON answer with
+    uWSGI's fields; uwsgitop given the http:// address shows every worker;
+    the figures follow the requests served."""
+    stats_port = free_port()
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--stats",
+                   f"127.0.0.1:{stats_port}", "--stats-http")
+    workers = set(server.worker_pids().values())
+    for _ in range(10):
+        assert server.get("/pid").status == 200
+
+    status, headers, body = http_get_raw(stats_port, "/")
+    assert status == 200
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    check_uwsgi_stats_shape(json.loads(body.decode("utf-8")), server.pid)
+
+    def requests_counted():
+        _, _, body = http_get_raw(stats_port, "/")
+        return sum(w["requests"] for w in json.loads(body)["workers"]) >= 10
+    wait_until(requests_counted, 30, "10 requests in the stats")
+
+    screen = run_uwsgitop(f"http://127.0.0.1:{stats_port}")
+    assert "WID" in screen, screen[-3000:]
+    assert f"masterpid: {server.pid}" in screen, screen[-3000:]
+    for pid in workers:
+        assert str(pid) in screen, (pid, screen[-3000:])
+    assert "Traceback" not in screen, screen[-3000:]
+
+
+# --- master FIFO, pidfile, scaling, log reopen ------------------------------------
+
+
+def test_fifo_letters_and_scaling_signals(mercy, tmp_path):
+    """The master FIFO (created by mercy) and --pidfile: `s` logs the stats
+    document; `+` and SIGTTIN add worker 3, `-` and SIGTTOU retire it; `-`
+    at one worker is refused; `r`, `R` and `w` each run a full graceful
+    reload, and so does touching the --touch-reload file; an unknown letter
+    is only logged; `q` stops gracefully (exit 0, pidfile removed)."""
+    fifo = tmp_path / "control.fifo"
+    pidfile = tmp_path / "mercy.pid"
+    touch = tmp_path / "reload.touch"
+    touch.write_text("")
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--master-fifo", fifo,
+                   "--pidfile", pidfile, "--touch-reload", touch)
+    assert wait_for_file(pidfile).read_text().strip() == str(server.pid)
+    assert wait_for_file(fifo).is_fifo()
+
+    fifo_send(fifo, b"s")
+
+    def stats_line():
+        for record in server.records():
+            if "stats" in record and record.get("message") == "stats":
+                return record
+        return None
+    logged = wait_until(stats_line, 30, "the stats document in the log")
+    document = logged["stats"]
+    document = json.loads(document) if isinstance(document, str) else document
+    assert {w["id"] for w in document["workers"]} == {1, 2}
+
+    fifo_send(fifo, b"+")
+    [added] = server.wait_event("ready", worker_id=3)
+    fifo_send(fifo, b"-")
+    server.wait_event("retired", worker_pid=added["worker.pid"])
+    server.send_signal(signal.SIGTTIN)
+    [_, added] = server.wait_event("ready", count=2, worker_id=3)
+    server.send_signal(signal.SIGTTOU)
+    server.wait_event("retired", worker_pid=added["worker.pid"])
+    assert sorted(server.worker_pids()) == [1, 2]
+
+    fifo_send(fifo, b"-")
+    [removed] = server.wait_event("retiring", worker_id=2)
+    server.wait_event("retired", worker_pid=removed["worker.pid"])
+    fifo_send(fifo, b"-")
+    wait_until(lambda: "at least one worker" in server.text(), 30,
+               "the refusal to go below one worker")
+    assert sorted(server.worker_pids()) == [1]
+    fifo_send(fifo, b"+")
+    server.wait_event("ready", count=2, worker_id=2)
+
+    for number, letter in enumerate(b"rRw", 1):
+        fifo_send(fifo, bytes([letter]))
+        [*_, done] = server.wait_event("reload_done", count=number)
+        assert done.get("mode") != "chain"
+    os.utime(touch, (time.time() + 10, time.time() + 10))
+    server.wait_event("reload_done", count=4)
+    starts = server.events("reload_started")
+    assert [r.get("mode", "full") for r in starts] == ["full"] * 4, starts
+    for letter in "rRw":
+        assert any(f"'{letter}'" in str(r.get("cause")) for r in starts), (letter, starts)
+    assert "--touch-reload" in str(starts[-1].get("cause")), starts[-1]
+
+    fifo_send(fifo, b"x\n")
+    wait_until(lambda: "unknown master FIFO command" in server.text(), 30,
+               "the unknown letter to be logged")
+    assert server.get("/pid").status == 200
+
+    fifo_send(fifo, b"q")
+    assert server.wait_exit() == 0
+    [stop] = server.wait_event("shutdown_started")
+    assert stop.get("mode") == "graceful"
+    server.wait_event("shutdown_done")
+    assert not pidfile.exists()
+    server.assert_no_events("killed", "died", "reload_failed")
+
+
+def _serve_each_worker(port: int, workers: set[int], text: str):
+    """GET /print?text=.. on new connections until every worker printed."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    while seen != workers:
+        assert time.monotonic() < deadline, f"only {seen} of {workers} answered"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+        try:
+            connection.request("GET", f"/print?text={text}", headers={"Connection": "close"})
+            response = connection.getresponse()
+            seen.add(int(json.loads(response.read())["pid"]))
+        finally:
+            connection.close()
+
+
+def test_log_reopen_after_rotation_moves_master_and_every_worker(mercy, tmp_path):
+    """--logto with 2 workers: after the log file is renamed, FIFO `l`
+    (then, after a second rotation, SIGUSR1) makes the master and both
+    workers write to a new file at the original path: the master's own
+    lines, the workers' request lines and what the app prints on stderr.
+    FIFO `Q` then stops mercy fast, logging into the newest file."""
+    fifo = tmp_path / "control.fifo"
+    logto = tmp_path / "app.log"
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "2",
+                   "--master-fifo", fifo, "--logto", logto, ready=0)
+
+    def ready_workers():
+        found = {}
+        for record in read_json_lines(logto):
+            if record.get("event") == "ready":
+                found[int(record["worker.id"])] = int(record["worker.pid"])
+        return found if len(found) == 2 else None
+    workers = set(wait_until(ready_workers, START_TIMEOUT, "2 ready workers in --logto").values())
+    wait_for_file(fifo)
+    _serve_each_worker(server.port, workers, "before-rotation")
+
+    for rotation, trigger in (("1", lambda: fifo_send(fifo, b"l")),
+                              ("2", lambda: server.send_signal(signal.SIGUSR1))):
+        rotated = tmp_path / f"app.log.{rotation}"
+        logto.rename(rotated)
+        trigger()
+        wait_until(lambda: any(r.get("message") == "log file reopened"
+                               for r in read_json_lines(logto)),
+                   30, f"the master's reopen line in the new log (rotation {rotation})")
+        text = f"after-rotation-{rotation}"
+        expected = {f"{text} pid={pid}" for pid in workers}
+
+        def printed_in_new_file():
+            _serve_each_worker(server.port, workers, text)
+            content = logto.read_text(errors="replace")
+            return all(line in content for line in expected)
+        wait_until(printed_in_new_file, 60,
+                   f"every worker printing into the new log (rotation {rotation})")
+
+        def request_lines_from_both():
+            # A request line is written just after its response is sent.
+            return {
+                int(r["worker.id"]) for r in read_json_lines(logto)
+                if r.get("event") == "request" and r.get("path") == "/print"
+            } == {1, 2}
+        wait_until(request_lines_from_both, 30,
+                   f"request lines of both workers in the new log (rotation {rotation})")
+        fifo_send(fifo, b"s")
+        wait_until(lambda: any(r.get("message") == "stats" for r in read_json_lines(logto)),
+                   30, "the master's stats line in the new log")
+
+    old_content = (tmp_path / "app.log.1").read_text(errors="replace")
+    assert "before-rotation" in old_content
+    fifo_send(fifo, b"Q")
+    assert server.wait_exit() == 0
+    final = read_json_lines(logto)
+    stops = [r for r in final if r.get("event") == "shutdown_started"]
+    assert [r.get("mode") for r in stops] == ["fast"], stops
+    assert any(r.get("event") == "shutdown_done" for r in final)
+
+
+# --- systemd ----------------------------------------------------------------------
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[dict] = []
+
+    def _receive(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return False
+        data = self.sock.recv(65536).decode()
+        fields = {}
+        for line in data.split("\n"):
+            if line:
+                key, _, value = line.partition("=")
+                fields[key] = value
+        self.messages.append(fields)
+        return True
+
+    def wait_for(self, key: str, count: int = 1, timeout: float = EVENT_TIMEOUT) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while sum(key in m for m in self.messages) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {count} x {key} in {self.messages}")
+            self._receive(min(left, 0.5))
+        return [m for m in self.messages if key in m]
+
+    def drain(self):
+        while self._receive(0.2):
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_systemd_notify_sees_ready_reloading_ready_and_stopping(mercy, tmp_path):
+    """With NOTIFY_SOCKET, the master sends READY=1 when its workers are
+    ready, RELOADING=1 (with MONOTONIC_USEC) then READY=1 again around a
+    SIGHUP reload and around a chain reload, and STOPPING=1 on SIGTERM.
+    Workers do not inherit NOTIFY_SOCKET."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        server = mercy("--wsgi-file", APP, "--processes", "2",
+                       env={"NOTIFY_SOCKET": str(notify.path)})
+        [ready] = notify.wait_for("READY")
+        assert ready["READY"] == "1" and "STATUS" in ready
+        assert server.get("/env?name=NOTIFY_SOCKET").json() == {"value": None}
+
+        server.send_signal(signal.SIGHUP)
+        reloading = notify.wait_for("RELOADING")[0]
+        assert reloading["RELOADING"] == "1"
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        notify.wait_for("READY", count=2)
+        server.wait_event("reload_done")
+
+        server.send_signal(signal.SIGUSR2)
+        server.wait_event("reload_done", count=2)
+        notify.wait_for("READY", count=3)
+
+        server.send_signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+        notify.wait_for("STOPPING")
+        notify.drain()
+    finally:
+        notify.close()
+
+    kinds = [next(k for k in ("READY", "RELOADING", "STOPPING", "STATUS") if k in m)
+             for m in notify.messages]
+    compact = [k for i, k in enumerate(kinds) if k != "STATUS" and (i == 0 or kinds[i - 1] != k)]
+    assert compact == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"], (
+        notify.messages)
+
+
+ACTIVATION_WRAPPER = """
+import os, sys
+inherited = int(sys.argv[1])
+os.dup2(inherited, 3)
+os.close(inherited)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = "1"
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def activation_wrapper(fd: int) -> list[str]:
+    """What systemd does for socket activation, as a command prefix: the
+    socket `fd` moves to fd 3, LISTEN_FDS=1 and LISTEN_PID=<own pid> are set,
+    then the process execs mercy (keeping its pid)."""
+    return [str(venv_python()), "-c", ACTIVATION_WRAPPER, str(fd)]
+
+
+def test_socket_activation_serves_on_the_inherited_socket(custom_mercy, tmp_path):
+    """LISTEN_FDS=1 and LISTEN_PID=<mercy's pid> with a listening socket on
+    fd 3 and no --http: mercy serves on that socket, through a reload too;
+    the workers see neither LISTEN_FDS nor LISTEN_PID."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    server = custom_mercy("--wsgi-file", APP, "--processes", "2", http=False)
+    server.port = port
+    try:
+        server.start_with(activation_wrapper(listener.fileno()), pass_fds=(listener.fileno(),))
+    finally:
+        listener.close()
+    assert server.get("/pid").status == 200
+    assert server.get("/env?name=LISTEN_FDS").json() == {"value": None}
+    assert server.get("/env?name=LISTEN_PID").json() == {"value": None}
+    first = set(server.worker_pids().values())
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    server.assert_no_events("reload_failed")
+    second = set(server.worker_pids().values())
+    assert len(second) == 2 and second.isdisjoint(first)
+    pids = {server.get("/pid").json()["pid"] for _ in range(20)}
+    assert pids <= second
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+
+def test_activated_unix_socket_outlives_mercy_for_the_next_start(custom_mercy, tmp_path):
+    """systemd owns an activated socket: a unix socket passed on fd 3 whose
+    path is also given as --http (so that the same configuration works
+    without systemd, as uWSGI's docs recommend) is served on; after mercy
+    stops, the socket file is still there, and a second mercy started on
+    the same inherited socket (`systemctl restart app.service` while
+    app.socket stays) serves on that path."""
+    path = tmp_path / "app.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(128)
+
+    def get_over_unix() -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(REQUEST_TIMEOUT)
+            client.connect(str(path))
+            client.sendall(b"GET /pid HTTP/1.0\r\nHost: x\r\n\r\n")
+            return read_until_closed(client)
+
+    try:
+        for run in range(2):
+            server = custom_mercy("--wsgi-file", APP, "--processes", "1",
+                                  "--http", path, http=False)
+            server.start_with(activation_wrapper(listener.fileno()),
+                              pass_fds=(listener.fileno(),))
+            assert get_over_unix().startswith(b"HTTP/1.1 200 "), f"start {run + 1}"
+            server.send_signal(signal.SIGTERM)
+            assert server.wait_exit() == 0
+            assert path.exists(), (
+                f"mercy removed {path}, a socket it was given by systemd (start {run + 1})")
+    finally:
+        listener.close()
+
+
+def _unshare_works() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                            capture_output=True, timeout=30)
+    return result.returncode == 0
+
+
+def test_as_pid_1_mercy_reaps_orphans_and_stops_on_sigterm(custom_mercy):
+    """mercy as PID 1 of a new PID namespace (as in a container): an
+    orphaned grandchild of a worker is reaped when it exits (no zombie
+    left), and SIGTERM makes a graceful shutdown with exit status 0."""
+    if not _unshare_works():
+        pytest.skip("needs root and unshare(1) for a PID namespace")
+    server = custom_mercy("--wsgi-file", APP, "--processes", "1")
+    server.start_with(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+    assert server.get("/pid").json()["pid"] != 1
+    orphan = server.get("/orphan?seconds=1").json()["pid"]
+
+    def reaped():
+        return server.get(f"/proc-state?pid={orphan}").json()["state"] == "gone"
+    wait_until(reaped, 30, "the orphan to be reaped (not left a zombie)")
+
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.pid)],
+                              capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, children
+    master = int(children[0])
+    os.kill(master, signal.SIGTERM)
+    assert server.wait_exit() == 0
+    [stop] = server.wait_event("shutdown_started")
+    assert stop.get("mode") == "graceful"
+    server.wait_event("shutdown_done")
+    server.assert_no_events("killed")
+
