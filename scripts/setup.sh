@@ -135,7 +135,7 @@ fi
 # --- Debian tools ----------------------------------------------------------------
 
 # wrk drives the benchmark; procps gives ps, which the tests use to list workers.
-mapfile -t missing < <(missing_debs wrk procps)
+mapfile -t missing < <(missing_debs wrk procps nginx-light) # nginx: tests/test_nginx.py
 if command -v dpkg-query >/dev/null; then
     if ((${#missing[@]})); then
         apt_install "${missing[@]}"

@@ -5,7 +5,7 @@ pub mod compat;
 mod sources;
 
 pub use address::ListenAddress;
-pub use sources::{load, LoadError, Loaded, Notice};
+pub use sources::{load, seen_options, LoadError, Loaded, Notice};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

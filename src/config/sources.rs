@@ -53,6 +53,16 @@ impl From<ConfigError> for LoadError {
     }
 }
 
+/// Every option and ini key as read, in order (environment, ini files,
+/// command line), for the app's `uwsgi.opt`. Set by the first `load`.
+static SEEN: std::sync::OnceLock<Vec<(String, Option<String>)>> = std::sync::OnceLock::new();
+
+/// The options as `uwsgi.opt` shows them: every source, custom ini keys
+/// included; a flag has no value.
+pub fn seen_options() -> &'static [(String, Option<String>)] {
+    SEEN.get().map_or(&[], Vec::as_slice)
+}
+
 /// Reads every source of options. `args` includes the program name.
 pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
     let known = KnownOptions::new();
@@ -78,20 +88,20 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
     }
 
     let mut pairs: Vec<(String, Option<String>)> = environment_pairs(&known);
+    let mut seen = pairs.clone();
     let files = first
         .config_files
         .iter()
         .map(|path| (path.clone(), None))
         .chain(first.ini.iter().map(|spec| split_section(spec)));
     for (path, section) in files {
-        pairs.extend(read_ini(
-            &path,
-            section.as_deref(),
-            &known,
-            &mut placeholders,
-            strict,
-        )?);
+        let (options, keys) =
+            read_ini(&path, section.as_deref(), &known, &mut placeholders, strict)?;
+        pairs.extend(options);
+        seen.extend(keys);
     }
+    seen.extend(super::raw_options(command_line.iter().cloned()));
+    let _ = SEEN.set(seen);
 
     let mut arguments = vec![program];
     for (name, value) in pairs {
@@ -185,7 +195,7 @@ fn read_ini(
     known: &KnownOptions,
     placeholders: &mut HashMap<String, String>,
     strict: bool,
-) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+) -> Result<IniOptions, ConfigError> {
     let bad = |reason: String| ConfigError::Ini {
         path: path.to_owned(),
         reason,
@@ -213,6 +223,7 @@ fn read_ini(
     let magic = Magic::of(path);
     let mut earlier: HashMap<String, String> = HashMap::new();
     let mut pairs = Vec::new();
+    let mut keys = Vec::new();
     for name in sections {
         for properties in ini.section_all(Some(name)) {
             for (key, raw) in properties.iter() {
@@ -226,6 +237,7 @@ fn read_ini(
                     continue;
                 }
                 earlier.insert(key.to_owned(), value.clone());
+                keys.push((key.to_owned(), Some(value.clone())));
                 if known.is_own(key) || treatment(key).is_some() {
                     pairs.push((key.to_owned(), Some(value)));
                 } else if strict {
@@ -238,8 +250,11 @@ fn read_ini(
             }
         }
     }
-    Ok(pairs)
+    Ok((pairs, keys))
 }
+
+/// An ini file's options for mercy, and every key it set (for `uwsgi.opt`).
+type IniOptions = (Vec<(String, Option<String>)>, Vec<(String, Option<String>)>);
 
 /// uWSGI's magic variables for one config file.
 struct Magic {
@@ -287,11 +302,12 @@ fn expand(
         if let Some(inner) = tail.strip_prefix("%(") {
             let end = inner.find(')').ok_or("an unclosed %(")?;
             let name = &inner[..end];
-            let value = placeholders
-                .get(name)
-                .or_else(|| earlier.get(name))
-                .ok_or_else(|| format!("%({name}) names no placeholder or earlier option"))?;
-            out.push_str(value);
+            // As in uWSGI, an unknown name stays as it is (a log format's
+            // %(addr), say).
+            match placeholders.get(name).or_else(|| earlier.get(name)) {
+                Some(value) => out.push_str(value),
+                None => out.push_str(&tail[..end + 3]),
+            }
             rest = &inner[end + 1..];
         } else if let Some(inner) = tail.strip_prefix("$(") {
             let end = inner.find(')').ok_or("an unclosed $(")?;
@@ -411,10 +427,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_placeholder_is_an_error() {
-        let error = expand("%(nope)", &HashMap::new(), &HashMap::new(), &magic())
-            .expect_err("unknown placeholder");
-        assert!(error.contains("nope"), "{error}");
+    fn an_unknown_placeholder_stays_as_it_is() {
+        let expanded = expand(
+            "%(addr) - %(user)",
+            &HashMap::new(),
+            &HashMap::new(),
+            &magic(),
+        )
+        .expect("expands");
+        assert_eq!(expanded, "%(addr) - %(user)");
     }
 
     #[test]

@@ -17,10 +17,12 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// The value of a variable, if present.
+    /// The value of a variable, if present; the last one when it is
+    /// repeated, as in the environ (uWSGI does the same).
     pub fn var(&self, name: &str) -> Option<&[u8]> {
         self.vars
             .iter()
+            .rev()
             .find(|(key, _)| &**key == name.as_bytes())
             .map(|(_, value)| &**value)
     }

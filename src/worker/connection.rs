@@ -112,14 +112,28 @@ pub async fn serve_uwsgi<S>(
             }
             Ok(None) => {}
             Err(error) => {
-                warn!(event = "bad_request", client = ?endpoints.remote, "refused a uwsgi packet: {error}");
+                warn!(event = "bad_request", client = %client(&endpoints), "refused a uwsgi packet: {error}");
                 return;
             }
         }
-        match tokio::time::timeout(config.socket_timeout, stream.read_buf(&mut buffer)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
-        }
+        let reason =
+            match tokio::time::timeout(config.socket_timeout, stream.read_buf(&mut buffer)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                Ok(Ok(_)) if buffer.is_empty() => return,
+                Ok(Ok(_)) => "the client closed the connection inside a uwsgi packet".to_owned(),
+                Ok(Err(error)) => format!("reading the uwsgi packet failed: {error}"),
+                Err(_) => format!(
+                    "no complete uwsgi packet within --socket-timeout ({}s)",
+                    config.socket_timeout.as_secs()
+                ),
+            };
+        warn!(
+            event = "bad_request",
+            client = %client(&endpoints),
+            received = buffer.len(),
+            "refused a uwsgi packet: {reason}"
+        );
+        return;
     };
     if packet.modifier1 != 0 {
         warn!(
@@ -150,6 +164,13 @@ pub async fn serve_uwsgi<S>(
         debug!(%error, "uwsgi connection ended");
     }
     let _ = stream.shutdown().await;
+}
+
+/// The client's address for the log.
+fn client(endpoints: &Endpoints) -> String {
+    endpoints
+        .remote
+        .map_or_else(|| "unix socket".to_owned(), |address| address.to_string())
 }
 
 /// A request as the connection handles it, from either protocol.
@@ -319,7 +340,7 @@ where
     warn!(
         event = "bad_request",
         status,
-        client = ?endpoints.remote,
+        client = %client(endpoints),
         "refused a request: {error}"
     );
     let reason = reason_phrase(status);
@@ -368,10 +389,21 @@ where
         BodyFraming::Length(length)
             if length <= config.post_buffering as u64 && !incoming.expect_continue =>
         {
-            let whole = body
+            let whole = match body
                 .read_to_end(stream, buffer, config.socket_timeout)
                 .await
-                .map_err(|e| std::io::Error::other(e.0))?;
+            {
+                Ok(whole) => whole,
+                Err(error) => {
+                    warn!(
+                        event = "bad_request",
+                        client = %client(endpoints),
+                        method = %incoming.method,
+                        "request body incomplete, the app was not called: {error}"
+                    );
+                    return Err(std::io::Error::other(error.0));
+                }
+            };
             RequestBody::Buffered(whole)
         }
         _ => RequestBody::Streamed,

@@ -103,7 +103,7 @@ fn numproc() -> u32 {
 #[pyfunction]
 fn options(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     let options = pyo3::types::PyDict::new(py);
-    for (name, value) in crate::config::raw_options(std::env::args().skip(1)) {
+    for (name, value) in crate::config::seen_options().iter().cloned() {
         let value = match value {
             Some(text) => pyo3::types::PyBytes::new(py, text.as_bytes()).into_any(),
             None => pyo3::types::PyBool::new(py, true).to_owned().into_any(),

@@ -1,0 +1,767 @@
+"""uWSGI compatibility: the uwsgi binary protocol over raw sockets, ini files
+as uWSGI deployments write them, `UWSGI_*` environment variables, and apps
+that `import uwsgi` / `uwsgidecorators`.
+
+Every test starts the real binary; requests go over loopback TCP or unix
+sockets, lifecycle changes are driven by real signals, and what is asserted
+is events in mercy's JSON log and bytes on the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, REPO, REQUEST_TIMEOUT, free_port, pid_running, wait_until
+
+CONFIGS = REPO / "tests" / "configs"
+ECHO_APP = APPS / "uwsgi_echo.py"
+API_APP = APPS / "uwsgi_api.py"
+
+
+# --- the uwsgi protocol, client side --------------------------------------------
+
+
+def encode_vars(pairs) -> bytes:
+    """The variable block: u16le key length, key, u16le value length, value."""
+    block = b""
+    for key, value in pairs:
+        key = key.encode("latin-1") if isinstance(key, str) else key
+        value = value.encode("latin-1") if isinstance(value, str) else value
+        block += struct.pack("<H", len(key)) + key + struct.pack("<H", len(value)) + value
+    return block
+
+
+def uwsgi_packet(pairs, modifier1: int = 0, modifier2: int = 0,
+                 size: int | None = None) -> bytes:
+    """Header (modifier1, u16le size of the block, modifier2) and block;
+    `size` overrides the size field to forge a lying header."""
+    block = encode_vars(pairs)
+    return struct.pack("<BHB", modifier1, len(block) if size is None else size,
+                       modifier2) + block
+
+
+def request_vars(method="GET", path="/", query="", body=b"", headers=(),
+                 content_type=None, extra=(), content_length=None):
+    """The variables nginx's uwsgi_params sends for a request."""
+    uri = path + ("?" + query if query else "")
+    if content_length is None:
+        content_length = str(len(body)) if body else ""
+    pairs = [
+        ("QUERY_STRING", query),
+        ("REQUEST_METHOD", method),
+        ("CONTENT_TYPE", content_type or ""),
+        ("CONTENT_LENGTH", content_length),
+        ("REQUEST_URI", uri),
+        ("PATH_INFO", path),
+        ("DOCUMENT_ROOT", "/usr/share/nginx/html"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REQUEST_SCHEME", "http"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_PORT", "40000"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_NAME", "localhost"),
+        ("HTTP_HOST", "localhost"),
+    ]
+    pairs += [("HTTP_" + name.upper().replace("-", "_"), value) for name, value in headers]
+    pairs += list(extra)
+    return pairs
+
+
+def connect(address, timeout: float = REQUEST_TIMEOUT) -> socket.socket:
+    """A TCP (host, port) or unix (path) connection."""
+    if isinstance(address, (str, Path)):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(str(address))
+        return sock
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_to_close(sock: socket.socket) -> tuple[bytes, bool]:
+    """Reads until the server closes; returns (bytes, whether it was a
+    reset). A timeout fails the test: the server must close."""
+    chunks = []
+    reset = False
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            reset = True
+            break
+        except socket.timeout:
+            raise AssertionError(
+                f"the server did not close the connection within {REQUEST_TIMEOUT:g}s; "
+                f"received so far: {b''.join(chunks)!r}") from None
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks), reset
+
+
+def exchange(address, *pieces: bytes) -> bytes:
+    """Sends the pieces (in separate writes), then reads until close."""
+    with connect(address) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+        data, _ = read_to_close(sock)
+    return data
+
+
+def parse_response(raw: bytes):
+    """(status, headers with lower-case names, body) of a close-delimited
+    HTTP response."""
+    head, separator, body = raw.partition(b"\r\n\r\n")
+    assert separator, f"no complete response head in {raw[:300]!r}"
+    lines = head.split(b"\r\n")
+    version, status, _ = lines[0].split(b" ", 2)
+    assert version.startswith(b"HTTP/1."), lines[0]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower().decode()] = value.strip().decode("latin-1")
+    if "content-length" in headers:
+        assert len(body) == int(headers["content-length"]), (headers, body[:200])
+    return int(status), headers, body
+
+
+def echo(address, pairs, body: bytes = b"", split: bool = False) -> dict:
+    """One uwsgi request to the echo app; returns its JSON answer."""
+    packet = uwsgi_packet(pairs)
+    pieces = [packet[:3], packet[3:20], packet[20:], body] if split else [packet + body]
+    status, _, payload = parse_response(exchange(address, *[p for p in pieces if p]))
+    assert status == 200, payload
+    return json.loads(payload)
+
+
+def calls(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def short_dir():
+    """A short folder for unix sockets (sun_path holds 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="mercy-uwsgi-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start_echo(mercy, tmp_path, *extra, **kwargs):
+    """mercy with the echo app on --http and --socket 127.0.0.1:PORT;
+    returns (server, uwsgi address, calls file)."""
+    port = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    calls_file = tmp_path / "calls.jsonl"
+    env = dict(kwargs.pop("env", {}), COMPAT_CALLS=str(calls_file))
+    server = mercy("--wsgi-file", ECHO_APP, "--socket", f"127.0.0.1:{port}", *extra,
+                   env=env, **kwargs)
+    return server, ("127.0.0.1", port), calls_file
+
+
+# --- protocol -----------------------------------------------------------------------
+
+
+def test_uwsgi_round_trip(mercy, tmp_path):
+    """A POST with a query, headers and a body over the uwsgi socket reaches
+    the app with exactly those variables and bytes; the answer is a plain
+    HTTP response (no uwsgi header) and the connection is closed. The
+    same packet written in pieces gives the same answer."""
+    server, address, calls_file = start_echo(mercy, tmp_path)
+    body = bytes(range(256)) * 40  # binary, 10 KiB, larger than one read
+    pairs = request_vars("POST", "/submit/é", "a=1&b=%20x", body,
+                         headers=[("X-Trace", "abc"), ("Accept", "*/*")],
+                         content_type="application/octet-stream")
+
+    for split in (False, True):
+        answer = echo(address, pairs, body, split=split)
+        assert answer["method"] == "POST"
+        assert answer["path"] == "/submit/é"
+        assert answer["query"] == "a=1&b=%20x"
+        assert answer["protocol"] == "HTTP/1.1"
+        assert answer["scheme"] == "http"
+        assert answer["headers"]["HTTP_X_TRACE"] == "abc"
+        assert answer["headers"]["HTTP_ACCEPT"] == "*/*"
+        assert answer["headers"]["CONTENT_TYPE"] == "application/octet-stream"
+        assert answer["headers"]["CONTENT_LENGTH"] == str(len(body))
+        assert base64.b64decode(answer["body_b64"]) == body
+        assert answer["uwsgi_keys"] == []
+
+    raw = exchange(address, uwsgi_packet(request_vars("GET", "/plain")))
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw[:80]
+
+    # HTTPS=on from the front end gives wsgi.url_scheme https.
+    answer = echo(address, request_vars("GET", "/tls", extra=[("HTTPS", "on")]))
+    assert answer["scheme"] == "https"
+
+    server.wait_event("request", count=4)
+    assert [c["path"] for c in calls(calls_file) if c["event"] == "call"] == [
+        "/submit/é", "/submit/é", "/plain", "/tls"]
+    server.assert_no_events("bad_request")
+
+
+def test_uwsgi_socket_alone_without_http(mercy, tmp_path):
+    """`--socket` instead of `--http` (as behind nginx): mercy starts and
+    serves the uwsgi protocol."""
+    port = free_port()
+    server = mercy("--wsgi-file", ECHO_APP, "--socket", f"127.0.0.1:{port}", http=False)
+    answer = echo(("127.0.0.1", port), request_vars("GET", "/only", "q=1"))
+    assert (answer["path"], answer["query"]) == ("/only", "q=1")
+    server.wait_event("request", path="/only")
+
+
+MALFORMED = {
+    # name: (extra options, bytes sent, substring of the logged reason)
+    "too_big_for_buffer_size": (
+        ["--buffer-size", "4096"],
+        struct.pack("<BHB", 0, 5000, 0) + encode_vars([("X", "y" * 4990)]),
+        "--buffer-size",
+    ),
+    "truncated_vars": (
+        [],
+        # The block says 9 bytes, but its first key claims 200.
+        struct.pack("<BHB", 0, 9, 0) + struct.pack("<H", 200) + b"abcdefg",
+        "past the end",
+    ),
+    "empty_key": (
+        [],
+        uwsgi_packet([("REQUEST_METHOD", "GET"), ("", "value"), ("PATH_INFO", "/x")]),
+        "empty name",
+    ),
+    "too_many_vars": (
+        ["--max-vars", "20"],
+        uwsgi_packet([(f"HTTP_X_{i}", str(i)) for i in range(21)]),
+        "--max-vars",
+    ),
+    "http_on_uwsgi_socket": (
+        [],
+        b"GET /via-http HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "HTTP request",
+    ),
+    "modifier1_not_wsgi": (
+        [],
+        uwsgi_packet(request_vars("GET", "/psgi"), modifier1=5),
+        "modifier1",
+    ),
+    "bad_content_length": (
+        [],
+        uwsgi_packet(request_vars("POST", "/cl", content_length="12x")) + b"x" * 12,
+        "CONTENT_LENGTH",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_malformed_packet_is_logged_and_closed(mercy, tmp_path, kind):
+    """Each kind of bad packet: mercy logs `bad_request` with the reason,
+    sends nothing, closes the connection, and never calls the app; the
+    worker then serves a valid request as usual."""
+    options, wire, reason = MALFORMED[kind]
+    server, address, calls_file = start_echo(mercy, tmp_path, *options)
+
+    with connect(address) as sock:
+        sock.sendall(wire)
+        answer, _ = read_to_close(sock)
+    assert answer == b"", f"mercy answered a malformed packet: {answer[:200]!r}"
+
+    [event] = server.wait_event("bad_request")
+    assert reason in event["message"], event
+    assert event["level"] in ("WARN", "WARNING", "ERROR"), event
+    assert calls(calls_file) == [], "the app was called for a malformed packet"
+    server.assert_no_events("request")
+
+    good = echo(address, request_vars("GET", "/after"))
+    assert good["path"] == "/after"
+    assert [c["path"] for c in calls(calls_file) if c["event"] == "call"] == ["/after"]
+    assert len(server.events("bad_request")) == 1
+    server.assert_no_events("respawned")
+
+
+def padded_vars(block_size: int) -> list:
+    """request_vars plus one HTTP_X_PAD variable, so that the block is
+    exactly `block_size` bytes."""
+    pairs = request_vars("GET", "/pad")
+    base = len(encode_vars(pairs)) + len(encode_vars([("HTTP_X_PAD", "")]))
+    assert block_size >= base
+    pairs.append(("HTTP_X_PAD", "p" * (block_size - base)))
+    assert len(encode_vars(pairs)) == block_size
+    return pairs
+
+
+def test_buffer_size_is_the_largest_variable_block(mercy, tmp_path):
+    """With the default --buffer-size (4096) a block of exactly 4096 bytes
+    is served and one of 4097 is refused (bad_request, app not called);
+    --buffer-size 65535, the most a 16-bit size can say, serves a block of
+    65535 bytes."""
+    server, address, calls_file = start_echo(mercy, tmp_path)
+    answer = echo(address, padded_vars(4096))
+    assert len(answer["headers"]["HTTP_X_PAD"]) > 3000
+    assert exchange(address, uwsgi_packet(padded_vars(4097))) == b""
+    [refused] = server.wait_event("bad_request")
+    assert "4097" in refused["message"] and "4096" in refused["message"], refused
+    assert len([c for c in calls(calls_file) if c["event"] == "call"]) == 1
+
+    server, address, _ = start_echo(mercy, tmp_path / "big", "--buffer-size", "65535")
+    answer = echo(address, padded_vars(65535))
+    assert answer["path"] == "/pad"
+    server.assert_no_events("bad_request")
+
+
+def test_buffer_size_over_16_bits_with_socket_is_refused(mercy, tmp_path):
+    """--buffer-size 65536 with --socket: a uwsgi packet cannot say such a
+    size, so mercy refuses the value at start (exit 1), never wraps it."""
+    server = mercy("--wsgi-file", ECHO_APP, "--socket", f"127.0.0.1:{free_port()}",
+                   "--buffer-size", "65536", ready=0)
+    assert server.wait_exit() == 1
+    assert "--buffer-size" in server.text() and "65535" in server.text(), server.tail()
+
+
+def test_packet_cut_short_by_the_client_is_logged(mercy, tmp_path):
+    """A client that sends half a packet and closes: the app is not
+    called and the cut packet is logged as a bad request."""
+    server, address, calls_file = start_echo(mercy, tmp_path)
+    packet = uwsgi_packet(request_vars("GET", "/cut"))
+    with connect(address) as sock:
+        sock.sendall(packet[: len(packet) // 2])
+        sock.shutdown(socket.SHUT_WR)
+        answer, _ = read_to_close(sock)
+    assert answer == b""
+    echo(address, request_vars("GET", "/after-cut"))
+    assert [c["path"] for c in calls(calls_file) if c["event"] == "call"] == ["/after-cut"]
+    server.wait_event("bad_request", timeout=10)
+
+
+def test_body_that_is_a_uwsgi_packet_is_only_a_body(mercy, tmp_path):
+    """A POST whose body is itself a valid uwsgi packet carrying magic
+    variables, followed on the same connection by one more whole packet:
+    exactly one request reaches the app, with that body byte for byte;
+    the body is never parsed as a packet, the trailing packet is never
+    served, and no UWSGI_* variable is reported."""
+    server, address, calls_file = start_echo(mercy, tmp_path)
+    inner = uwsgi_packet(request_vars(
+        "GET", "/smuggled",
+        extra=[("UWSGI_SCRIPT", "evil:app"), ("UWSGI_CHDIR", "/"),
+               ("UWSGI_FILE", "/tmp/evil.py"), ("UWSGI_SETENV", "X=1")]))
+    outer = uwsgi_packet(request_vars("POST", "/outer", body=inner,
+                                      content_type="application/octet-stream"))
+    trailing = uwsgi_packet(request_vars("GET", "/trailing"))
+
+    with connect(address) as sock:
+        sock.sendall(outer + inner + trailing)
+        raw, _ = read_to_close(sock)
+    status, _, payload = parse_response(raw)
+    assert status == 200
+    answer = json.loads(payload)
+    assert answer["path"] == "/outer"
+    assert base64.b64decode(answer["body_b64"]) == inner
+    assert answer["uwsgi_keys"] == []
+    assert payload.count(b'"method"') == 1, "more than one response on the connection"
+
+    server.wait_event("request", path="/outer")
+    echo(address, request_vars("GET", "/sentinel"))
+    server.wait_event("request", path="/sentinel")
+    assert [c["path"] for c in calls(calls_file) if c["event"] == "call"] == [
+        "/outer", "/sentinel"]
+    assert [r.get("path") for r in server.events("request")] == ["/outer", "/sentinel"]
+    server.assert_no_events("bad_request")
+    assert "UWSGI_" not in server.text(), "a body byte was read as a variable"
+
+
+def test_duplicate_variables_frame_the_body_the_app_sees(mercy, tmp_path):
+    """A packet that names CONTENT_LENGTH (and REQUEST_METHOD) twice: mercy
+    must either refuse it (bad_request, app not called) or frame the body
+    with the same value the app finds in its environ, and log the method
+    the app saw. uWSGI takes the last value for both."""
+    server, address, calls_file = start_echo(mercy, tmp_path)
+    pairs = request_vars("GET", "/dup", content_length="") + [
+        ("CONTENT_LENGTH", "5"), ("REQUEST_METHOD", "POST")]
+    with connect(address) as sock:
+        sock.sendall(uwsgi_packet(pairs) + b"hello")
+        raw, _ = read_to_close(sock)
+    if raw == b"":
+        server.wait_event("bad_request")
+        assert calls(calls_file) == []
+        return
+    status, _, payload = parse_response(raw)
+    answer = json.loads(payload)
+    body = base64.b64decode(answer["body_b64"])
+    assert answer["headers"]["CONTENT_LENGTH"] == str(len(body)), (
+        f"the app sees CONTENT_LENGTH {answer['headers']['CONTENT_LENGTH']!r} "
+        f"but wsgi.input gave {body!r}")
+    [logged] = server.wait_event("request", path="/dup")
+    assert logged["method"] == answer["method"], (logged, answer["method"])
+
+
+def test_magic_uwsgi_variables_are_ignored_and_logged_once(mercy, tmp_path):
+    """UWSGI_SCRIPT, UWSGI_CHDIR and UWSGI_SETENV sent by the front end on
+    three requests: the app (still the configured one) never sees them,
+    and each name is logged once."""
+    server, address, calls_file = start_echo(mercy, tmp_path)
+    magic = [("UWSGI_SCRIPT", "other_app:application"), ("UWSGI_CHDIR", "/"),
+             ("UWSGI_SETENV", "EVIL=1")]
+    for number in range(3):
+        answer = echo(address, request_vars("GET", f"/magic/{number}", extra=magic))
+        assert answer["path"] == f"/magic/{number}"
+        assert answer["uwsgi_keys"] == []
+    server.wait_event("request", count=3)
+    for name, _ in magic:
+        logged = [r for r in server.records()
+                  if r.get("variable") == name or name in r.get("message", "")]
+        assert len(logged) == 1, (name, logged)
+        assert "ignor" in logged[0]["message"], logged[0]
+    assert len([c for c in calls(calls_file) if c["event"] == "call"]) == 3
+
+
+@pytest.mark.parametrize("mode_option, expected_mode", [
+    (["--chmod-socket", "660"], 0o660),
+    (["--chmod-socket"], 0o666),
+], ids=["660", "flag-alone-666"])
+def test_chmod_socket_and_socket_removed_at_exit(mercy, tmp_path, short_dir,
+                                                mode_option, expected_mode):
+    """A unix uwsgi socket gets the --chmod-socket mode (660; the flag alone
+    means 666), serves requests, and the socket file is removed when the
+    instance stops after SIGTERM."""
+    path = short_dir / "app.sock"
+    server = mercy("--wsgi-file", ECHO_APP, "--socket", path, *mode_option, http=False)
+    info = os.stat(path)
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == expected_mode, oct(stat.S_IMODE(info.st_mode))
+
+    answer = echo(path, request_vars("POST", "/unix", body=b"over a unix socket"),
+                  body=b"over a unix socket")
+    assert base64.b64decode(answer["body_b64"]) == b"over a unix socket"
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert not path.exists(), "the unix socket file was left behind"
+
+
+def test_chown_socket(mercy, short_dir):
+    """--chown-socket nobody:nogroup gives the unix socket that owner (needs
+    root, as changing a file's owner does)."""
+    if os.geteuid() != 0:
+        pytest.skip("changing a socket's owner to another user needs root")
+    import grp
+    import pwd
+    user, group = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+    path = short_dir / "owned.sock"
+    mercy("--wsgi-file", ECHO_APP, "--socket", path, "--chown-socket", "nobody:nogroup",
+          http=False)
+    info = os.stat(path)
+    assert (info.st_uid, info.st_gid) == (user.pw_uid, group.gr_gid)
+    assert echo(path, request_vars("GET", "/owned"))["path"] == "/owned"
+
+
+# --- the uwsgi module ------------------------------------------------------------------
+
+
+def hook_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def hooks_of(path: Path, hook: str) -> dict[int, int]:
+    """pid -> how many times `hook` ran in it."""
+    counts: dict[int, int] = {}
+    for record in hook_records(path):
+        if record["hook"] == hook:
+            counts[record["pid"]] = counts.get(record["pid"], 0) + 1
+    return counts
+
+
+def test_uwsgi_module_api(mercy, tmp_path):
+    """An app written for uWSGI runs unchanged: worker_id, numproc,
+    masterpid (the master's pid), opt (bytes values, True for flags, a list
+    for a repeated option), version as bytes, and uwsgi.cache_get raising
+    an AttributeError that names it."""
+    extra_paths = [tmp_path / "lib1", tmp_path / "lib2"]
+    for path in extra_paths:
+        path.mkdir()
+    server = mercy("--wsgi-file", API_APP, "--processes", "2", "--threads", "2",
+                   "--pythonpath", extra_paths[0], "--pythonpath", extra_paths[1],
+                   "--max-requests", "1000", "--disable-logging")
+    workers = server.worker_pids()
+    assert sorted(workers) == [1, 2]
+
+    seen = {}
+    for _ in range(40):
+        info = server.get("/info").json()
+        seen[info["worker_id"]] = info
+        if len(seen) == 2:
+            break
+    for worker_id, info in seen.items():
+        assert workers[worker_id] == info["pid"]
+        assert info["masterpid"] == server.pid
+        assert info["numproc"] == 2
+    info = next(iter(seen.values()))
+    opt = info["opt"]
+    assert opt["processes"] == {"bytes": "2"}
+    assert opt["threads"] == {"bytes": "2"}
+    assert opt["max-requests"] == {"bytes": "1000"}
+    assert opt["wsgi-file"] == {"bytes": str(API_APP)}
+    assert opt["disable-logging"] == {"true": True}
+    assert opt["pythonpath"] == {"list": [{"bytes": str(p)} for p in extra_paths]}
+    assert info["opt_key_types"] == ["str"]
+    assert info["version_type"] == "bytes"
+    assert info["has_cache_get"] is False
+    assert "cache_get" in info["cache_get_error"]
+    assert "mercy" in info["cache_get_error"]
+
+
+def test_postfork_and_atexit_hooks(mercy, tmp_path):
+    """uwsgi.post_fork_hook (assigned directly) and @postfork run once in
+    every worker after the app is imported, also in a worker respawned
+    after SIGKILL and in every worker of a reload; uwsgi.atexit runs once
+    in every retired worker (reload, then shutdown) and never in the
+    killed one."""
+    record = tmp_path / "hooks.jsonl"
+    server = mercy("--wsgi-file", API_APP, "--processes", "2",
+                   env={"COMPAT_RECORD": str(record)})
+    first = server.worker_pids()
+    assert sorted(first) == [1, 2]
+    wait_until(lambda: set(hooks_of(record, "postfork")) >= set(first.values()), 60,
+               "postfork in both workers")
+
+    # SIGKILL worker 1: its replacement runs the hooks once as well.
+    killed = first[1]
+    os.kill(killed, signal.SIGKILL)
+    [respawn] = server.wait_event("respawned")
+    respawned = int(respawn["worker.pid"])
+    server.wait_event("ready", worker_pid=respawned)
+    wait_until(lambda: respawned in hooks_of(record, "postfork"), 60,
+               "postfork in the respawned worker")
+    wait_until(lambda: not pid_running(killed), 60, "the killed worker to be gone")
+
+    # A reload retires the two serving workers; the new ones run the hooks.
+    before_reload = set(server.worker_pids().values())
+    assert before_reload == {first[2], respawned}
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    for pid in before_reload:
+        server.wait_event("retired", worker_pid=pid)
+    second = set(server.worker_pids().values())
+    assert len(second) == 2 and second.isdisjoint(before_reload)
+    wait_until(lambda: set(hooks_of(record, "postfork")) >= second, 60,
+               "postfork in the new generation")
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    all_workers = set(first.values()) | {respawned} | second
+    imported = hooks_of(record, "import")
+    assert set(imported) == all_workers
+    for hook in ("postfork", "direct"):
+        counts = hooks_of(record, hook)
+        assert counts == {pid: 1 for pid in all_workers}, (hook, counts)
+    atexit = hooks_of(record, "atexit")
+    assert atexit == {pid: 1 for pid in all_workers - {killed}}, atexit
+
+    # In each worker: import, then the post-fork hooks, atexit last.
+    for pid in all_workers:
+        order = [r["hook"] for r in hook_records(record) if r["pid"] == pid]
+        assert order[0] == "import", order
+        assert sorted(order[1:3]) == ["direct", "postfork"], order
+        if pid != killed:
+            assert order[3:] == ["atexit"], order
+    for entry in hook_records(record):
+        if entry["hook"] != "import":
+            assert entry["worker_id"] in (1, 2), entry
+
+
+def test_uwsgi_reload_from_the_app(mercy, tmp_path):
+    """uwsgi.reload() called by the app is a graceful reload."""
+    server = mercy("--wsgi-file", API_APP, "--processes", "1",
+                   env={"COMPAT_RECORD": str(tmp_path / "hooks.jsonl")})
+    old = set(server.worker_pids().values())
+    assert server.get("/reload").status == 200
+    server.wait_event("reload_done")
+    for pid in old:
+        server.wait_event("retired", worker_pid=pid)
+    assert set(server.worker_pids().values()).isdisjoint(old)
+    server.assert_no_events("reload_failed", "killed")
+
+
+# --- ini files, placeholders, environment ---------------------------------------------
+
+
+def info_until_workers(server, count: int, address=None) -> dict[int, dict]:
+    """GET /info until `count` distinct worker ids answered (at most 60
+    requests); returns worker id -> answer."""
+    seen: dict[int, dict] = {}
+    for _ in range(60):
+        if address is None:
+            info = server.get("/info").json()
+        else:
+            info = uwsgi_info(address)
+        seen[info["worker_id"]] = info
+        if len(seen) >= count:
+            break
+    return seen
+
+
+def uwsgi_info(address) -> dict:
+    status, _, payload = parse_response(
+        exchange(address, uwsgi_packet(request_vars("GET", "/info"))))
+    assert status == 200, payload
+    return json.loads(payload)
+
+
+def test_plain_ini(mercy):
+    """tests/configs/plain.ini, as a uWSGI deployment writes it (master,
+    chdir + module, processes 2, threads 4, flags that mercy has by
+    default, env, `disable-logging = false`): mercy serves with 2 workers
+    of 4 threads, logs each request, and notes the no-op options."""
+    port = free_port()
+    server = mercy(CONFIGS / "plain.ini", "--socket", f"127.0.0.1:{port}", ready=2)
+    assert sorted(server.worker_pids()) == [1, 2]
+    info = server.get("/info").json()
+    assert info["numproc"] == 2
+    assert info["multithread"] is True
+    assert info["greeting"] == "plain"
+    assert info["masterpid"] == server.pid
+    assert uwsgi_info(("127.0.0.1", port))["greeting"] == "plain"
+    server.wait_event("request", count=2)  # disable-logging = false: logging stays on
+    notes = [r["message"] for r in server.records() if "has no effect in mercy" in r.get("message", "")]
+    assert any("--master" in note for note in notes), notes
+    server.assert_no_events("unsupported_option")
+
+
+def test_plain_ini_options_are_in_uwsgi_opt(mercy):
+    """uWSGI puts every option of the ini file in uwsgi.opt (apps read their
+    settings from it); mercy's uwsgi.opt must hold the ini's options, not
+    only the command line's."""
+    server = mercy(CONFIGS / "plain.ini", ready=2)
+    opt = server.get("/info").json()["opt"]
+    assert opt.get("processes") == {"bytes": "2"}, opt
+    assert opt.get("threads") == {"bytes": "4"}, opt
+    assert opt.get("module") == {"bytes": "uwsgi_api:application"}, opt
+    assert opt.get("env") == {"list": [{"bytes": "GREETING=plain"},
+                                       {"bytes": "CONFIG_DIR=none"}]}, opt
+
+
+def test_placeholders_ini(mercy):
+    """tests/configs/placeholders.ini: unknown keys as placeholders,
+    %(option set earlier), %d, %n, %%, $(ENV) for the socket port, and
+    --set-ph for the number of workers and the greeting."""
+    port = free_port()
+    server = mercy(CONFIGS / "placeholders.ini",
+                   "--set-ph", "workers=3", "--set-ph", "greeting=hello",
+                   env={"COMPAT_UWSGI_PORT": str(port)}, ready=3)
+    assert sorted(server.worker_pids()) == [1, 2, 3]
+    seen = info_until_workers(server, 3, address=("127.0.0.1", port))
+    for info in seen.values():
+        assert info["numproc"] == 3
+        assert info["greeting"] == "hello from placeholders at 100%"
+        assert info["config_dir"] == str(CONFIGS) + "/"
+        assert info["multithread"] is True
+    server.assert_no_events("unsupported_option")
+
+
+def test_placeholders_ini_is_refused_without_its_placeholders(mercy):
+    """Without --set-ph workers=..., %(workers) names nothing and stays as
+    it is (as in uWSGI), so `processes = %(workers)` is not a number:
+    mercy exits 1 with an error naming the value and the option."""
+    server = mercy(CONFIGS / "placeholders.ini", env={"COMPAT_UWSGI_PORT": str(free_port())},
+                   ready=0)
+    assert server.wait_exit() == 1
+    text = server.text()
+    assert "%(workers)" in text and "--processes" in text, server.tail()
+    server.assert_no_events("spawned")
+
+
+def test_unsupported_ini_warns_and_serves(mercy):
+    """tests/configs/unsupported.ini (uid, gid, daemonize, static-map,
+    cheaper, offload-threads...): without --strict mercy logs one
+    `unsupported_option` warning per option, with what to do instead,
+    notes the no-op ones, and serves with the configured processes."""
+    server = mercy(CONFIGS / "unsupported.ini", ready=2)
+    warnings = {r["option"]: r for r in server.events("unsupported_option")}
+    for option in ("uid", "gid", "daemonize", "static-map", "cheaper", "offload-threads",
+                   "harakiri-verbose"):
+        assert option in warnings, (option, sorted(warnings))
+        message = warnings[option]["message"]
+        assert message.startswith(f"option --{option} is not supported by mercy and is ignored: "), message
+        assert len(message.split("ignored: ", 1)[1]) > 5, message
+    assert "start mercy as the user" in warnings["uid"]["message"]
+    assert len(server.events("unsupported_option")) == len(warnings)
+    notes = [r["message"] for r in server.records() if "has no effect in mercy" in r.get("message", "")]
+    for option in ("master", "vacuum", "enable-threads"):
+        assert any(f"option --{option} has no effect in mercy: " in n for n in notes), (option, notes)
+    assert sorted(server.worker_pids()) == [1, 2]
+    assert server.get("/info").json()["numproc"] == 2
+
+
+def test_unsupported_ini_under_strict_fails(mercy):
+    """The same file under --strict: exit status 1, and the message names
+    the first unsupported option with what to do instead; no worker starts."""
+    server = mercy(CONFIGS / "unsupported.ini", "--strict", ready=0)
+    assert server.wait_exit() == 1
+    text = server.text()
+    assert "configuration error: --strict: option --uid is not supported by mercy (" in text, text
+    server.assert_no_events("spawned")
+
+
+def test_logformat_with_uwsgi_variables_is_not_a_placeholder_error(mercy, tmp_path):
+    """uWSGI leaves an unknown %(name) unexpanded, so real ini files carry
+    `logformat = %(addr) ... %(status)` (uWSGI's request variables). mercy
+    classifies logformat as unsupported: it must warn and start, not refuse
+    the file because %(addr) names no placeholder."""
+    ini = tmp_path / "logformat.ini"
+    ini.write_text(
+        "[uwsgi]\n"
+        f"wsgi-file = {API_APP}\n"
+        'logformat = %(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(size)\n'
+    )
+    server = mercy(ini, ready=0)
+    server.wait_event("ready", timeout=60)
+    [warning] = server.events("unsupported_option")
+    assert warning["option"] == "logformat"
+
+
+def test_uwsgi_processes_environment_variable(mercy):
+    """UWSGI_PROCESSES=3 means --processes 3 (and MERCY_THREADS=2 means
+    --threads 2)."""
+    server = mercy("--wsgi-file", API_APP,
+                   env={"UWSGI_PROCESSES": "3", "MERCY_THREADS": "2"}, ready=3)
+    assert sorted(server.worker_pids()) == [1, 2, 3]
+    seen = info_until_workers(server, 3)
+    for info in seen.values():
+        assert info["numproc"] == 3
+        assert info["multithread"] is True
+
+
+def test_reload_reads_the_edited_ini(mercy, tmp_path):
+    """SIGHUP after editing the ini file (the env value the app reports, and
+    the number of processes): the new generation serves the new value."""
+    ini = tmp_path / "site.ini"
+    original = (CONFIGS / "plain.ini").read_text()
+    assert "GREETING=plain" in original
+    ini.write_text(original)
+    server = mercy(ini, ready=2)
+    assert server.get("/info").json()["greeting"] == "plain"
+    old = set(server.worker_pids().values())
+
+    ini.write_text(original.replace("GREETING=plain", "GREETING=edited"))
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    for pid in old:
+        server.wait_event("retired", worker_pid=pid)
+    for _ in range(10):
+        info = server.get("/info").json()
+        assert info["greeting"] == "edited"
+        assert info["pid"] not in old
+    server.assert_no_events("reload_failed")
