@@ -696,6 +696,13 @@ impl Master {
         if !self.workers.older_than(generation).is_empty() {
             return;
         }
+        self.finish_reload(generation, "full");
+    }
+
+    /// A reload (`mode` "full" or "chain") is over: generation
+    /// `generation` serves every slot.
+    fn finish_reload(&mut self, generation: u64, mode: &'static str) {
+        self.generation = generation;
         self.last_reload = Some(ReloadRecord {
             result: "done",
             error: None,
@@ -705,12 +712,13 @@ impl Master {
         info!(
             event = "reload_done",
             generation,
+            mode,
             workers = self.workers.len(),
             "reload done: generation {generation} serves"
         );
         self.notifier.ready(&format!(
             "{} workers ready, generation {generation}",
-            self.workers.len()
+            self.config.processes
         ));
         self.phase = Phase::Serving;
         self.after_reload_or_start();

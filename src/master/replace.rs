@@ -3,12 +3,12 @@
 //! of workers. A replacement is ready before the worker it replaces stops
 //! accepting, so capacity never drops.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
 use super::workers::WorkerState;
-use super::{Master, Phase, ReloadRecord, SpawnReason};
+use super::{Master, Phase, SpawnReason};
 
 /// How long a worker whose replacement failed to load serves before the
 /// next attempt.
@@ -36,26 +36,7 @@ impl Master {
     /// last slot.
     pub(super) fn chain_next(&mut self, generation: u64, slot: u32) {
         if slot > self.config.processes {
-            self.generation = generation;
-            self.last_reload = Some(ReloadRecord {
-                result: "done",
-                error: None,
-                at: SystemTime::now(),
-                generation,
-            });
-            info!(
-                event = "reload_done",
-                generation,
-                mode = "chain",
-                workers = self.workers.len(),
-                "chain reload done: generation {generation} serves"
-            );
-            self.notifier.ready(&format!(
-                "{} workers ready, generation {generation}",
-                self.config.processes
-            ));
-            self.phase = Phase::Serving;
-            self.after_reload_or_start();
+            self.finish_reload(generation, "chain");
             return;
         }
         self.phase = Phase::ChainReloading { generation, slot };
