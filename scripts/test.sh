@@ -65,6 +65,7 @@ if step "setup (venv, packages, release build)" bash scripts/setup.sh; then
     step "cargo test --release" cargo test --release
     step "docs/uwsgi-options.md is current" \
         bash -c '"$MERCY_BIN" --options-table | diff -u docs/uwsgi-options.md -'
+    step "bench smoke" bash bench/run.sh --smoke
     step "pytest tests/" .venv/bin/python -m pytest tests/ -v
 else
     # Formatting is still worth reporting when the build is broken.

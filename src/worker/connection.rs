@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::context::WorkerContext;
 use super::transport::Transport;
@@ -343,20 +343,29 @@ where
         client = %client(endpoints),
         "refused a request: {error}"
     );
+    let (response, _) = closing_response(status, error.reason());
+    let _ = stream.write_all(&response).await;
+    let _ = stream.shutdown().await;
+}
+
+/// mercy's own plain-text answer, after which the connection closes: the
+/// response and the length of its body.
+fn closing_response(status: u16, why: &str) -> (Vec<u8>, u64) {
     let reason = reason_phrase(status);
-    let body = format!("{status} {reason}: {}\n", error.reason());
+    let body = format!("{status} {reason}: {why}\n");
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    (response.into_bytes(), body.len() as u64)
 }
 
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
         408 => "Request Timeout",
+        504 => "Gateway Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -459,6 +468,10 @@ where
     }
     context.end_request(request_id);
 
+    if let Ok(done) = &outcome {
+        report_misframed_body(done, &method, &incoming_path_for_log, context);
+    }
+
     let (status, sent, mut keep_alive) = match &outcome {
         Ok(done) => (done.status, done.body_bytes, done.keep_alive),
         Err(_) => (0, 0, false),
@@ -506,6 +519,10 @@ struct Done {
     keep_alive: bool,
     /// The request passed `--harakiri`.
     harakiri: bool,
+    /// Body bytes the app declared in its Content-Length and never sent.
+    short_by: u64,
+    /// Body bytes the app sent beyond its Content-Length, not sent on.
+    dropped: u64,
 }
 
 /// How the response body is delimited on the wire.
@@ -543,7 +560,12 @@ where
         body_bytes: 0,
         keep_alive: false,
         harakiri: false,
+        short_by: 0,
+        dropped: 0,
     };
+    // Set once the request body turned out malformed: whatever the app
+    // answers then, the client gets a 400 and the connection closes.
+    let mut body_malformed = false;
     let mut out = BytesMut::new();
     loop {
         let next = match harakiri_at {
@@ -554,7 +576,10 @@ where
                     // connection is cut; the app's thread is dealt with
                     // by the caller.
                     if done.status == 0 {
-                        let (response, body_length) = gateway_timeout();
+                        let (response, body_length) = closing_response(
+                            504,
+                            "the request ran longer than --harakiri allows",
+                        );
                         let _ = stream.write_all(&response).await;
                         done.status = 504;
                         done.body_bytes = body_length;
@@ -576,8 +601,18 @@ where
                 let result = body.read(stream, buffer, max, timeout).await;
                 if result.is_err() {
                     done.keep_alive = false;
+                    body_malformed = matches!(body, BodyReader::Broken);
                 }
                 reply.send(result);
+            }
+            Event::Head { .. } if body_malformed => {
+                let (response, body_length) =
+                    closing_response(400, "the request body is malformed");
+                stream.write_all(&response).await?;
+                done.status = 400;
+                done.body_bytes = body_length;
+                done.keep_alive = false;
+                return Ok(done);
             }
             Event::Head {
                 head,
@@ -674,7 +709,12 @@ fn encode_head(
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&head.status_line);
     out.extend_from_slice(b"\r\n");
+    // RFC 9110 section 8.6: no Content-Length on a 1xx or 204 response.
+    let length_forbidden = head.status < 200 || head.status == 204;
     for (name, value) in &head.headers {
+        if length_forbidden && name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
@@ -752,10 +792,7 @@ fn write_body(out: &mut BytesMut, framing: &mut Framing, bytes: &[u8], done: &mu
         Framing::Length { remaining } => {
             let allowed = (*remaining).min(bytes.len() as u64) as usize;
             if allowed < bytes.len() {
-                warn!(
-                    extra = bytes.len() - allowed,
-                    "the app sent more body bytes than its Content-Length; the rest is dropped"
-                );
+                done.dropped += (bytes.len() - allowed) as u64;
                 done.keep_alive = false;
             }
             out.extend_from_slice(&bytes[..allowed]);
@@ -779,26 +816,40 @@ fn finish_body(out: &mut BytesMut, framing: Framing, done: &mut Done) {
     match framing {
         Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
         Framing::Length { remaining } if remaining > 0 => {
-            warn!(
-                missing = remaining,
-                "the app's response is shorter than its Content-Length; closing the connection"
-            );
+            done.short_by = remaining;
             done.keep_alive = false;
         }
         _ => {}
     }
 }
 
-/// The answer to a request that passed `--harakiri` before it responded.
-/// The response and the length of its body.
-fn gateway_timeout() -> (Vec<u8>, u64) {
-    let body = "504 Gateway Timeout: the request ran longer than --harakiri allows\n";
-    let response = format!(
-        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    (response.into_bytes(), body.len() as u64)
+/// Logs a response whose body did not match the app's Content-Length: the
+/// client saw a cut or trimmed body, which is an app bug to fix.
+fn report_misframed_body(done: &Done, method: &str, path: &str, context: &WorkerContext) {
+    if done.short_by > 0 {
+        error!(
+            event = "response_short",
+            method,
+            path,
+            missing = done.short_by,
+            worker.id = context.spec.id,
+            "the app's response to {method} {path} is {} bytes shorter than its \
+             Content-Length; the connection was closed",
+            done.short_by
+        );
+    }
+    if done.dropped > 0 {
+        error!(
+            event = "response_too_long",
+            method,
+            path,
+            extra = done.dropped,
+            worker.id = context.spec.id,
+            "the app's response to {method} {path} has {} bytes more than its \
+             Content-Length; they were dropped and the connection was closed",
+            done.dropped
+        );
+    }
 }
 
 /// `write!` into a BytesMut.

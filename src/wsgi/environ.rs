@@ -114,6 +114,11 @@ fn from_http<'py>(
             None => environ.set_item(key, value)?,
         }
     }
+    // RFC 9112 section 3.2.2: an absolute-form target's authority replaces
+    // the Host header, so the app sees the host the request was routed by.
+    if let Some(authority) = head.target_authority() {
+        environ.set_item(intern!(py, "HTTP_HOST"), latin1(py, authority)?)?;
+    }
     Ok(())
 }
 

@@ -106,7 +106,8 @@ fn fetch(
 ) -> PyResult<Result<Bytes, String>> {
     let closed = || "the client connection is closed".to_owned();
     let (reply, answer) = reply_channel();
-    if source.send(Event::ReadBody { max, reply }).is_err() {
+    if let Err(unsent) = source.send(Event::ReadBody { max, reply }) {
+        unsent.0.abandon();
         return Ok(Err(closed()));
     }
     Ok(match answer.wait(py)? {

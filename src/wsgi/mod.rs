@@ -118,6 +118,18 @@ pub enum Event {
     Flush(Reply<()>),
 }
 
+impl Event {
+    /// An event that could not be queued (the connection is gone): a reply
+    /// inside it will never be waited for.
+    pub fn abandon(self) {
+        match self {
+            Self::ReadBody { reply, .. } => reply.abandon(),
+            Self::Flush(reply) => reply.abandon(),
+            _ => {}
+        }
+    }
+}
+
 /// The request body could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]

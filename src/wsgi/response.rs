@@ -91,7 +91,8 @@ impl Response {
     /// Waits until everything queued so far is written to the client.
     fn flush(&self, py: Python<'_>) -> Result<(), Disconnected> {
         let (reply, written) = reply_channel();
-        if self.events.send(Event::Flush(reply)).is_err() {
+        if let Err(unsent) = self.events.send(Event::Flush(reply)) {
+            unsent.0.abandon();
             self.lock().disconnected = true;
             return Err(Disconnected);
         }
@@ -268,10 +269,16 @@ pub fn internal_error() -> Event {
         head: ResponseHead {
             status: 500,
             status_line: Box::from(&b"500 Internal Server Error"[..]),
-            headers: vec![(
-                Box::from(&b"Content-Type"[..]),
-                Box::from(&b"text/plain; charset=utf-8"[..]),
-            )],
+            headers: vec![
+                (
+                    Box::from(&b"Content-Type"[..]),
+                    Box::from(&b"text/plain; charset=utf-8"[..]),
+                ),
+                (
+                    Box::from(&b"Content-Length"[..]),
+                    body.len().to_string().into_bytes().into_boxed_slice(),
+                ),
+            ],
             content_length: Some(body.len() as u64),
             close: true,
         },
@@ -484,7 +491,17 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<ParsedHeaders> {
                 let length = text.trim().parse::<u64>().map_err(|_| {
                     PyValueError::new_err(format!("invalid Content-Length {text:?}"))
                 })?;
-                content_length = Some(length);
+                match content_length {
+                    // The same length twice frames the body one way: send it once.
+                    Some(earlier) if earlier == length => continue,
+                    Some(earlier) => {
+                        return Err(PyValueError::new_err(format!(
+                            "two different Content-Length headers, {earlier} and {length}: \
+                             the response would be framed two ways"
+                        )));
+                    }
+                    None => content_length = Some(length),
+                }
             }
             b"connection" => {
                 close |= value_bytes.eq_ignore_ascii_case(b"close");

@@ -134,18 +134,37 @@ pub fn set_gevent_wait(py: Python<'_>, wait: Py<PyAny>) {
     let _ = GEVENT_WAIT.set(py, wait);
 }
 
-/// The sending half of a one-shot answer to Python code.
+/// The sending half of a one-shot answer to Python code. Dropped without
+/// an answer (the connection went away), it still wakes the greenlet
+/// waiting for it, which then sees that no answer will come.
 #[derive(Debug)]
 pub struct Reply<T> {
-    sender: oneshot::Sender<T>,
+    sender: Option<oneshot::Sender<T>>,
     wait_id: u64,
 }
 
 impl<T> Reply<T> {
     /// Answers, and wakes the greenlet waiting for it.
-    pub fn send(self, value: T) {
-        let _ = self.sender.send(value);
-        if let Some(hub) = hub() {
+    pub fn send(mut self, value: T) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(value);
+        }
+    }
+
+    /// For a reply that never reached the connection task: nobody will
+    /// wait for it, so dropping it must not leave a wake-up behind.
+    pub fn abandon(mut self) {
+        self.wait_id = 0;
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        // The channel is answered or closed first, then the waiter is woken
+        // to look at it: the other order could wake it to an empty channel.
+        // Wait id 0 is never handed out.
+        drop(self.sender.take());
+        if let (Some(hub), 1..) = (hub(), self.wait_id) {
             hub.complete(self.wait_id);
         }
     }
@@ -161,7 +180,13 @@ pub struct Pending<T> {
 pub fn reply_channel<T>() -> (Reply<T>, Pending<T>) {
     let (sender, receiver) = oneshot::channel();
     let wait_id = hub().map_or(0, |hub| hub.next_id.fetch_add(1, Ordering::Relaxed));
-    (Reply { sender, wait_id }, Pending { receiver, wait_id })
+    (
+        Reply {
+            sender: Some(sender),
+            wait_id,
+        },
+        Pending { receiver, wait_id },
+    )
 }
 
 impl<T: Send> Pending<T> {
