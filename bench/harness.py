@@ -687,7 +687,11 @@ def tool_version(argv: list[str]) -> str:
 
 
 def python_package_version(name: str) -> str:
-    code = f"import importlib.metadata as m; print(m.version({name!r}))"
+    code = (
+        "import importlib.metadata as m\n"
+        f"try: print(m.version({name!r}))\n"
+        "except m.PackageNotFoundError: print('not installed')"
+    )
     return tool_version([venv_bin("python"), "-c", code])
 
 

@@ -6,9 +6,12 @@
 #   proxy    PROXY protocol v1/v2 headers on growing buffers
 #   framing  a whole connection: PROXY header, pipelined heads and bodies
 #   uwsgi    uwsgi protocol packets (nginx uwsgi_pass) on growing buffers
+#   uwsgi_packet  uwsgi packets against a model: round trips and raw bytes
 # Installs cargo-fuzz from crates.io if it is missing, seeds each target's
 # corpus from the shared HTTP request corpus, then runs every target. A
 # crash leaves its input in fuzz/artifacts/TARGET/ and fails the script.
+# libFuzzer's own output goes to fuzz/artifacts/TARGET.log; its last lines
+# are shown.
 #
 # Usage: bash scripts/fuzz.sh [TARGET...]
 #   FUZZ_RUNS     runs per target (default 200000)
@@ -18,7 +21,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-TARGETS=(head chunked proxy framing uwsgi)
+TARGETS=(head chunked proxy framing uwsgi uwsgi_packet)
 RUNS=${FUZZ_RUNS:-200000}
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-30}
 REQUESTS=$ROOT/../shared/corpus/http/requests.json
@@ -96,11 +99,15 @@ failed=()
 for target in "${TARGETS[@]}"; do
     say "$target: up to $RUNS runs, at most ${SECONDS_PER_TARGET}s"
     started=$SECONDS
+    log=$ROOT/fuzz/artifacts/$target.log
+    mkdir -p "$ROOT/fuzz/artifacts/$target"
     if cargo fuzz run -s none "$target" -- \
         -runs="$RUNS" -max_total_time="$SECONDS_PER_TARGET" \
-        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; then
+        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        grep -E '^(Done|stat::number_of_executed_units|#[0-9]+ +DONE)' "$log" | sed 's/^/    /'
         say "$target: ok ($((SECONDS - started))s)"
     else
+        tail -n 40 "$log" | sed 's/^/    /'
         say "$target: FAILED ($((SECONDS - started))s); the input is in fuzz/artifacts/$target/"
         failed+=("$target")
     fi

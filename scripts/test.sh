@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the checkout, then runs every check mercy has: formatting, clippy,
-# the Rust unit and integration tests, and the Python integration tests
+# the Rust unit and integration tests, bounded fuzzing of the framing code,
+# the benchmark smoke run, and the Python integration tests
 # (tests/*.py) against the release binary. Each step runs even when an
 # earlier one failed; the exit status is non-zero if any step failed.
 set -uo pipefail
@@ -65,6 +66,8 @@ if step "setup (venv, packages, release build)" bash scripts/setup.sh; then
     step "cargo test --release" cargo test --release
     step "docs/uwsgi-options.md is current" \
         bash -c '"$MERCY_BIN" --options-table | diff -u docs/uwsgi-options.md -'
+    step "fuzz (bounded: 200000 runs or 20 s per target)" \
+        env FUZZ_RUNS=200000 FUZZ_SECONDS=20 bash scripts/fuzz.sh
     step "bench smoke" bash bench/run.sh --smoke
     step "pytest tests/" .venv/bin/python -m pytest tests/ -v
 else

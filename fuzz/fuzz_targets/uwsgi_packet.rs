@@ -139,14 +139,16 @@ fn round_trip(control: u8, bytes: &[u8]) {
                 parse_packet(&packet, max_size, max_vars),
                 Ok(Some((parsed.clone(), consumed)))
             );
-            // Every lookup finds the first variable of that name.
+            // Every lookup finds the last variable of that name, as the
+            // environ does.
             for (key, _) in &vars {
                 if let Ok(name) = std::str::from_utf8(key) {
-                    let first = vars
+                    let last = vars
                         .iter()
+                        .rev()
                         .find(|(k, _)| k == key)
                         .map(|(_, v)| v.as_slice());
-                    assert_eq!(parsed.var(name), first);
+                    assert_eq!(parsed.var(name), last);
                 }
             }
         }
