@@ -1004,6 +1004,93 @@ def stop_table(results: dict, lines: list[str], gaps: list[str]) -> None:
             )
 
 
+# The threads-mode scenarios the throughput goals apply to.
+THREAD_LOADS = ("hello", "10k", "echo")
+
+
+def goals_table(results: dict, lines: list[str]) -> None:
+    """One row per goal: the figure this run measured, and whether the goal
+    is met. Ratios use the medians of alternated rounds."""
+    rows: list[tuple[str, str, str]] = []
+
+    def throughput(name: str, server: str, key: str):
+        rounds = results["throughput"].get(name, {}).get(server)
+        return median(summarize_throughput(rounds)[key]) if rounds else None
+
+    def check(goal: str, measured, good) -> None:
+        if measured is None:
+            rows.append((goal, "not measured", "–"))
+        else:
+            rows.append((goal, measured[0], "met" if good(measured[1]) else "**missed**"))
+
+    def rps_ratio(name: str, peer: str):
+        mine, theirs = throughput(name, "mercy", "rps"), throughput(name, peer, "rps")
+        if not mine or not theirs:
+            return None
+        return (f"{mine / theirs:.2f}×", mine / theirs)
+
+    def cpu_ratio(name: str, peer: str, key: str = "cpu_us"):
+        mine, theirs = throughput(name, "mercy", key), throughput(name, peer, key)
+        if not mine or not theirs:
+            return None
+        return (f"{mine:.0f} µs vs {theirs:.0f} µs ({mine / theirs:.2f}×)", mine / theirs)
+
+    for name in THREAD_LOADS:
+        title = LOADS[name].title
+        check(f"{title}: requests/s ≥ 1.0× Granian", rps_ratio(name, "granian"), lambda r: r >= 1.0)
+        check(
+            f"{title}: CPU/request ≤ Granian's, at saturation",
+            cpu_ratio(name, "granian"), lambda r: r <= 1.0,
+        )
+        check(
+            f"{title}: CPU/request ≤ Granian's, at {LOADS[name].fixed_rate} requests/s",
+            cpu_ratio(name, "granian", "fixed_cpu_us"), lambda r: r <= 1.0,
+        )
+        for peer in ("uwsgi", "gunicorn"):
+            check(f"{title}: requests/s ≥ 5× {peer}", rps_ratio(name, peer), lambda r: r >= 5.0)
+        check(
+            f"{title}: requests/s within 10% of the ceiling",
+            rps_ratio(name, "ceiling"), lambda r: r >= 0.9,
+        )
+    for peer in ("uwsgi", "gunicorn"):
+        check(f"gevent: requests/s ≥ 3× {peer} gevent", rps_ratio("gevent", peer), lambda r: r >= 3.0)
+
+    reloads = results["reload"].get("mercy") if results["reload"] else None
+    if reloads:
+        failed = [r["failed"] for r in reloads]
+        check("reload under load: no failed request", (f"{sum(failed)} in {len(failed)} rounds", sum(failed)), lambda n: n == 0)
+    else:
+        check("reload under load: no failed request", None, None)
+
+    hello = results["throughput"].get("hello", {}).get("mercy")
+    if hello:
+        master = median([r["memory"]["master_kib"] for r in hello]) / 1024
+        worker = median([w["rss_kib"] for r in hello for w in r["memory"]["workers"]]) / 1024
+        baseline = median(results["baseline_rss_kib"])
+        check("master resident size < 15 MiB", (f"{master:.1f} MiB", master), lambda m: m < 15)
+        overhead = worker - baseline / 1024 if baseline else None
+        check(
+            "worker overhead over plain Python < 15 MiB",
+            (f"{overhead:.1f} MiB", overhead) if overhead is not None else None,
+            lambda m: m < 15,
+        )
+    else:
+        check("master resident size < 15 MiB", None, None)
+        check("worker overhead over plain Python < 15 MiB", None, None)
+
+    stops = results["stop"].get("mercy threads") if results["stop"] else None
+    gone = median([r["all_gone_s"] for r in stops if r["all_gone_s"] is not None]) if stops else None
+    check(
+        "pymongo example (threads) stops < 0.5 s after SIGTERM",
+        (f"{gone:.2f} s", gone) if gone is not None else None,
+        lambda s: s < 0.5,
+    )
+
+    lines += ["## Goals", "", "| goal | this run | |", "|---|---|---|"]
+    lines += [f"| {goal} | {measured} | {verdict} |" for goal, measured, verdict in rows]
+    lines.append("")
+
+
 def commands_section(results: dict, lines: list[str], settings: Settings) -> None:
     lines += ["## Command lines", ""]
     lines += [
@@ -1102,6 +1189,8 @@ def write_report(results: dict, facts: dict, settings: Settings, out: str, chart
         lines += ["### Measurements that failed", ""]
         lines += [f"- {failure}" for failure in results["failures"]]
         lines.append("")
+
+    goals_table(results, lines)
 
     lines += ["## Where mercy is behind", ""]
     lines += [f"- {gap}" for gap in gaps] or ["- nowhere in this run"]

@@ -485,6 +485,53 @@ def test_300_requests_run_at_once_in_one_greenlet_pool(mercy):
     server.wait_event("request", count=parties, path="/barrier")
 
 
+def test_sustained_keep_alive_load_is_answered_to_the_last_request(mercy):
+    """One worker, --gevent 64; three bursts of 64 keep-alive clients, each
+    sending 200 requests without pause, half of them yielding to the hub
+    for 1 ms: every request is answered 200 and logged. Wake-ups of the hub
+    that cross each other (a request queued while the hub takes the
+    previous wake-up) must never be lost: a lost one leaves requests queued
+    with no greenlet to run them, and the clients time out."""
+    bursts, clients, per_client = 3, 64, 200
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--gevent", "64")
+
+    for burst in range(bursts):
+        failures: list = []
+        answered = Counter()
+
+        def client(number):
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", server.port, timeout=REQUEST_TIMEOUT)
+            try:
+                for index in range(per_client):
+                    path = "/slow?seconds=0.001" if index % 2 else "/pid"
+                    connection.request("GET", path)
+                    response = connection.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        failures.append(f"client {number}: {path} gave {response.status}")
+                        return
+                    answered[number] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is reported
+                failures.append(f"client {number}, request {answered[number] + 1}: "
+                                f"{type(error).__name__}: {error}")
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=client, args=(n,), daemon=True)
+                   for n in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=per_client * REQUEST_TIMEOUT)
+
+        assert failures == [], (
+            f"burst {burst + 1}: {len(failures)} clients failed, first: {failures[:3]}\n"
+            f"{server.tail()}")
+        assert sum(answered.values()) == clients * per_client
+    server.wait_event("request", count=bursts * clients * per_client)
+
+
 def test_greenlet_limit_makes_extra_requests_wait_their_turn(mercy):
     """--gevent 2 and three concurrent requests to a barrier of 3 that
     gives up after 2 s: only two requests can be inside the app at once, so

@@ -5,8 +5,8 @@
 //! hub watches, and the hub wakes the greenlet.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -67,7 +67,7 @@ impl Hub {
 
     /// Wakes the hub. Called from Rust threads; takes no GIL.
     pub fn wake(&self) {
-        if self.signalled.swap(true, Ordering::AcqRel) {
+        if self.signalled.swap(true, Ordering::SeqCst) {
             return;
         }
         let one: u64 = 1;
@@ -83,9 +83,13 @@ impl Hub {
     }
 
     /// Consumes the wake-up and returns the wait ids that are ready. Called
-    /// by the hub's dispatcher greenlet.
+    /// by the hub's dispatcher greenlet, which then looks at everything a
+    /// wake-up can mean (ready ids, queued requests, retirement).
     pub fn take_ready(&self) -> Vec<u64> {
-        self.signalled.store(false, Ordering::Release);
+        // The eventfd is emptied first and the flag cleared after: in the
+        // other order, a wake-up written in between would be read here
+        // while the flag stays set, and every later wake-up would be
+        // skipped with nothing left to read: the hub would sleep forever.
         let mut counter = 0u64;
         // SAFETY: reads 8 bytes into a live u64 from our own non-blocking
         // eventfd; EAGAIN (nothing to read) is fine.
@@ -96,6 +100,7 @@ impl Hub {
                 std::mem::size_of::<u64>(),
             )
         };
+        self.signalled.store(false, Ordering::SeqCst);
         std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -134,6 +139,15 @@ pub fn set_gevent_wait(py: Python<'_>, wait: Py<PyAny>) {
     let _ = GEVENT_WAIT.set(py, wait);
 }
 
+/// Where a one-shot answer stands, shared by its two halves so that the
+/// hub is woken for it only when a greenlet sleeps on it: an answer that
+/// arrives first is simply taken, and leaves nothing behind in the hub.
+const ANSWER_OPEN: u8 = 0;
+/// A greenlet found no answer and is about to sleep until it is woken.
+const ANSWER_AWAITED: u8 = 1;
+/// The answer is in the channel, or the channel is closed.
+const ANSWER_DONE: u8 = 2;
+
 /// The sending half of a one-shot answer to Python code. Dropped without
 /// an answer (the connection went away), it still wakes the greenlet
 /// waiting for it, which then sees that no answer will come.
@@ -141,6 +155,7 @@ pub fn set_gevent_wait(py: Python<'_>, wait: Py<PyAny>) {
 pub struct Reply<T> {
     sender: Option<oneshot::Sender<T>>,
     wait_id: u64,
+    state: Arc<AtomicU8>,
 }
 
 impl<T> Reply<T> {
@@ -164,7 +179,8 @@ impl<T> Drop for Reply<T> {
         // to look at it: the other order could wake it to an empty channel.
         // Wait id 0 is never handed out.
         drop(self.sender.take());
-        if let (Some(hub), 1..) = (hub(), self.wait_id) {
+        let before = self.state.swap(ANSWER_DONE, Ordering::SeqCst);
+        if let (Some(hub), 1.., ANSWER_AWAITED) = (hub(), self.wait_id, before) {
             hub.complete(self.wait_id);
         }
     }
@@ -174,18 +190,25 @@ impl<T> Drop for Reply<T> {
 pub struct Pending<T> {
     receiver: oneshot::Receiver<T>,
     wait_id: u64,
+    state: Arc<AtomicU8>,
 }
 
 /// A reply channel for one answer.
 pub fn reply_channel<T>() -> (Reply<T>, Pending<T>) {
     let (sender, receiver) = oneshot::channel();
     let wait_id = hub().map_or(0, |hub| hub.next_id.fetch_add(1, Ordering::Relaxed));
+    let state = Arc::new(AtomicU8::new(ANSWER_OPEN));
     (
         Reply {
             sender: Some(sender),
             wait_id,
+            state: state.clone(),
         },
-        Pending { receiver, wait_id },
+        Pending {
+            receiver,
+            wait_id,
+            state,
+        },
     )
 }
 
@@ -200,6 +223,18 @@ impl<T: Send> Pending<T> {
                     Ok(value) => return Ok(Some(value)),
                     Err(oneshot::error::TryRecvError::Closed) => return Ok(None),
                     Err(oneshot::error::TryRecvError::Empty) => {
+                        // Announce the sleep; if the answer came in since
+                        // the look above, take it instead (the reply will
+                        // not wake the hub for it).
+                        let announced = self.state.compare_exchange(
+                            ANSWER_OPEN,
+                            ANSWER_AWAITED,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
+                        if announced.is_err() {
+                            continue;
+                        }
                         let wait = GEVENT_WAIT
                             .get(py)
                             .expect("gevent mode registers its wait function first");
