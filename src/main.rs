@@ -7,6 +7,12 @@ use mercy::config::{self, Options};
 use mercy::control::{WorkerSpec, WORKER_ENV};
 use mercy::{logging, master, worker};
 
+/// Rust's allocations come from mimalloc: its per-thread heaps keep the I/O
+/// thread and the request threads, which free each other's buffers, from
+/// contending for glibc's arena locks on every request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for a configuration or socket error at start.
 const EXIT_CONFIG: u8 = 1;
 /// Exit status when the app cannot be loaded at first start.

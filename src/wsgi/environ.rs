@@ -1,6 +1,7 @@
 //! The PEP 3333 environ: native strings decoded as latin-1, so request
 //! bytes round-trip exactly.
 
+use std::collections::HashMap;
 use std::os::raw::c_char;
 
 use pyo3::ffi;
@@ -25,6 +26,18 @@ pub struct Constants {
 
 pub static CONSTANTS: PyOnceLock<Constants> = PyOnceLock::new();
 
+/// The entries every environ starts with; each request's environ is a copy,
+/// which costs one table copy instead of an insertion per entry.
+static TEMPLATE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+
+/// Environ keys of the header names seen so far, as the client spelled
+/// them (`Host` -> `HTTP_HOST`), so that common headers cost a lookup
+/// instead of a new string. Bounded: past the limit, names are converted
+/// each time.
+static HEADER_KEYS: std::sync::Mutex<Option<HeaderKeys>> = std::sync::Mutex::new(None);
+type HeaderKeys = HashMap<Box<[u8]>, Py<PyString>>;
+const HEADER_KEYS_LIMIT: usize = 256;
+
 /// A Python str with the same code points as the latin-1 bytes.
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
     let length = isize::try_from(bytes.len()).expect("a request field fits in isize");
@@ -44,31 +57,51 @@ pub fn build<'py>(
     request: &Request,
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let constants = CONSTANTS
-        .get(py)
-        .expect("the environ constants are set before requests are served");
-    let environ = PyDict::new(py);
-    let scheme = match &request.source {
-        Source::Http(head) => {
-            from_http(py, &environ, head, &request.endpoints)?;
-            intern!(py, "http").clone()
-        }
+    let environ = template(py)?.copy()?;
+    match &request.source {
+        Source::Http(head) => from_http(py, &environ, head, &request.endpoints)?,
         Source::Uwsgi(packet) => from_uwsgi(py, &environ, packet)?,
-    };
-
-    environ.set_item(intern!(py, "wsgi.version"), constants.version.bind(py))?;
-    environ.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    }
     environ.set_item(intern!(py, "wsgi.input"), input)?;
-    environ.set_item(intern!(py, "wsgi.errors"), constants.errors.bind(py))?;
-    environ.set_item(intern!(py, "wsgi.multithread"), constants.multithread)?;
-    environ.set_item(intern!(py, "wsgi.multiprocess"), constants.multiprocess)?;
-    environ.set_item(intern!(py, "wsgi.run_once"), false)?;
-    environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
-    environ.set_item(
-        intern!(py, "wsgi.file_wrapper"),
-        constants.file_wrapper.bind(py),
-    )?;
     Ok(environ)
+}
+
+/// The entries that are the same in every environ of this worker.
+fn template(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
+    let template = TEMPLATE.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
+        let constants = CONSTANTS
+            .get(py)
+            .expect("the environ constants are set before requests are served");
+        let environ = PyDict::new(py);
+        environ.set_item(intern!(py, "wsgi.version"), constants.version.bind(py))?;
+        environ.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
+        environ.set_item(intern!(py, "wsgi.errors"), constants.errors.bind(py))?;
+        environ.set_item(intern!(py, "wsgi.multithread"), constants.multithread)?;
+        environ.set_item(intern!(py, "wsgi.multiprocess"), constants.multiprocess)?;
+        environ.set_item(intern!(py, "wsgi.run_once"), false)?;
+        environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+        environ.set_item(
+            intern!(py, "wsgi.file_wrapper"),
+            constants.file_wrapper.bind(py),
+        )?;
+        environ.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
+        Ok(environ.unbind())
+    })?;
+    Ok(template.bind(py))
+}
+
+/// The environ key of a header name, as a Python str.
+fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+    let mut cache = HEADER_KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(key) = cache.get(name) {
+        return key.bind(py).clone();
+    }
+    let key = PyString::intern(py, &environ_key(name));
+    if cache.len() < HEADER_KEYS_LIMIT {
+        cache.insert(Box::from(name), key.clone().unbind());
+    }
+    key
 }
 
 fn from_http<'py>(
@@ -77,15 +110,15 @@ fn from_http<'py>(
     head: &RequestHead,
     endpoints: &Endpoints,
 ) -> PyResult<()> {
-    environ.set_item(intern!(py, "REQUEST_METHOD"), &*head.method)?;
-    environ.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?;
+    environ.set_item(intern!(py, "REQUEST_METHOD"), method(py, &head.method))?;
     environ.set_item(
         intern!(py, "PATH_INFO"),
         latin1(py, &percent_decode(&head.path))?,
     )?;
     environ.set_item(intern!(py, "QUERY_STRING"), latin1(py, &head.query)?)?;
-    environ.set_item(intern!(py, "RAW_URI"), latin1(py, &head.target)?)?;
-    environ.set_item(intern!(py, "REQUEST_URI"), latin1(py, &head.target)?)?;
+    let target = latin1(py, &head.target)?;
+    environ.set_item(intern!(py, "RAW_URI"), &target)?;
+    environ.set_item(intern!(py, "REQUEST_URI"), target)?;
     let protocol = if head.minor_version == 0 {
         intern!(py, "HTTP/1.0")
     } else {
@@ -103,8 +136,7 @@ fn from_http<'py>(
     }
 
     for header in &head.headers {
-        let key = environ_key(&header.name);
-        let key = PyString::new(py, &key);
+        let key = header_key(py, &header.name);
         let value = latin1(py, &header.value)?;
         match environ.get_item(&key)? {
             Some(previous) => {
@@ -124,15 +156,15 @@ fn from_http<'py>(
 
 /// The uwsgi packet's variables are environ entries; uWSGI's `UWSGI_*`
 /// variables, which would change how the server behaves, are left out.
-/// Returns the URL scheme (`https` when the front end says so).
-fn from_uwsgi<'py>(
-    py: Python<'py>,
-    environ: &Bound<'py, PyDict>,
-    packet: &Packet,
-) -> PyResult<Bound<'py, PyString>> {
+/// The URL scheme is `https` when the front end says so.
+fn from_uwsgi<'py>(py: Python<'py>, environ: &Bound<'py, PyDict>, packet: &Packet) -> PyResult<()> {
     for (key, value) in &packet.vars {
         if key.starts_with(b"UWSGI_") {
             report_magic_variable(key);
+            continue;
+        }
+        if key.starts_with(b"wsgi.") {
+            // The server's own entries: a front end does not set them.
             continue;
         }
         environ.set_item(latin1(py, key)?, latin1(py, value)?)?;
@@ -159,11 +191,24 @@ fn from_uwsgi<'py>(
     let https = packet
         .var("HTTPS")
         .is_some_and(|value| value.eq_ignore_ascii_case(b"on") || value == b"1");
-    Ok(if https {
-        intern!(py, "https").clone()
-    } else {
-        intern!(py, "http").clone()
-    })
+    if https {
+        environ.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+    }
+    Ok(())
+}
+
+/// The method as a str; the common ones are the same object every time.
+fn method<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    match method {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        "PUT" => intern!(py, "PUT").clone(),
+        "DELETE" => intern!(py, "DELETE").clone(),
+        "PATCH" => intern!(py, "PATCH").clone(),
+        "OPTIONS" => intern!(py, "OPTIONS").clone(),
+        other => PyString::new(py, other),
+    }
 }
 
 /// Logs each distinct `UWSGI_*` variable once per worker.

@@ -242,7 +242,18 @@ fn serve(py: Python<'_>, core: usize) -> PyResult<()> {
         .expect("the app is installed before request threads start")
         .clone_ref(py);
     let context = worker::context();
-    while let Ok(request) = py.detach(|| jobs.recv()) {
+    loop {
+        // A request already queued is taken without letting go of the GIL:
+        // releasing it only to take it back hands it to another request
+        // thread and back, two thread switches for nothing.
+        let request = match jobs.try_recv() {
+            Ok(request) => request,
+            Err(flume::TryRecvError::Empty) => match py.detach(|| jobs.recv()) {
+                Ok(request) => request,
+                Err(flume::RecvError::Disconnected) => break,
+            },
+            Err(flume::TryRecvError::Disconnected) => break,
+        };
         context.job_taken.notify_one();
         handle(py, app.bind(py), request, core);
     }
@@ -319,6 +330,13 @@ fn call_app(
 }
 
 fn close_iterable(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    // A plain list or tuple has no close(): asking would raise and swallow
+    // an AttributeError on every request.
+    if result.is_exact_instance_of::<pyo3::types::PyList>()
+        || result.is_exact_instance_of::<PyTuple>()
+    {
+        return Ok(());
+    }
     let py = result.py();
     if result.hasattr(pyo3::intern!(py, "close"))? {
         result.call_method0(pyo3::intern!(py, "close"))?;

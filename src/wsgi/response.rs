@@ -397,8 +397,8 @@ fn send_sequence<'py>(
     items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
 ) -> PyResult<()> {
     let body = if items.len() == 1 {
-        let items: Vec<_> = items.collect();
-        body_bytes(&items[0])?
+        let only = items.into_iter().next().expect("one item");
+        body_bytes(&only)?
     } else {
         let mut joined = BytesMut::new();
         for item in items {
@@ -452,7 +452,7 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(u16, Box<[u8]>)> {
     let code = digits
         .iter()
         .fold(0u16, |code, digit| code * 10 + u16::from(digit - b'0'));
-    Ok((code, bytes.into_boxed_slice()))
+    Ok((code, bytes))
 }
 
 type ParsedHeaders = (Vec<HeaderPair>, Option<u64>, bool);
@@ -461,7 +461,7 @@ type ParsedHeaders = (Vec<HeaderPair>, Option<u64>, bool);
 /// are latin-1 without CR, LF or NUL. Hop-by-hop headers are the server's:
 /// they are dropped, except that `Connection: close` is honoured.
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<ParsedHeaders> {
-    let mut parsed = Vec::new();
+    let mut parsed = Vec::with_capacity(headers.len().unwrap_or(0));
     let mut content_length = None;
     let mut close = false;
     for pair in headers.try_iter()? {
@@ -485,8 +485,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<ParsedHeaders> {
                     "invalid value for header {name_str}: not latin-1, or it has CR, LF or NUL"
                 ))
             })?;
-        match name_bytes.to_ascii_lowercase().as_slice() {
-            b"content-length" => {
+        let is = |known: &[u8]| name_bytes.eq_ignore_ascii_case(known);
+        match () {
+            () if is(b"content-length") => {
                 let text = std::str::from_utf8(&value_bytes).unwrap_or("");
                 let length = text.trim().parse::<u64>().map_err(|_| {
                     PyValueError::new_err(format!("invalid Content-Length {text:?}"))
@@ -503,24 +504,31 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<ParsedHeaders> {
                     None => content_length = Some(length),
                 }
             }
-            b"connection" => {
+            () if is(b"connection") => {
                 close |= value_bytes.eq_ignore_ascii_case(b"close");
                 continue;
             }
-            b"transfer-encoding" | b"keep-alive" | b"upgrade" | b"proxy-connection" => continue,
-            _ => {}
+            () if is(b"transfer-encoding")
+                || is(b"keep-alive")
+                || is(b"upgrade")
+                || is(b"proxy-connection") =>
+            {
+                continue
+            }
+            () => {}
         }
-        parsed.push((
-            name_bytes.into_boxed_slice(),
-            value_bytes.into_boxed_slice(),
-        ));
+        parsed.push((name_bytes, value_bytes));
     }
     Ok((parsed, content_length, close))
 }
 
 /// The latin-1 bytes of a str, or None if it has a character above U+00FF.
-fn latin1(text: &Bound<'_, PyString>) -> Option<Vec<u8>> {
+fn latin1(text: &Bound<'_, PyString>) -> Option<Box<[u8]>> {
     let text = text.to_str().ok()?;
+    // Header names and values are nearly always ASCII: one exact copy.
+    if text.is_ascii() {
+        return Some(Box::from(text.as_bytes()));
+    }
     text.chars()
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect()
