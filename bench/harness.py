@@ -84,6 +84,9 @@ LOADS = {
         "echo", "POST echoing a 10 KB body, threads", "/echo", "threads", SERVERS,
         body_bytes=10240,
     ),
+    "gevent-hello": Load(
+        "gevent-hello", "hello world, gevent", "/", "gevent", ("mercy", "uwsgi", "gunicorn"),
+    ),
     "gevent": Load(
         "gevent", "gevent, each request sleeps 10 ms cooperatively", "/sleep",
         "gevent", ("mercy", "uwsgi", "gunicorn"), connections=256,
@@ -106,7 +109,11 @@ STOPPERS = (
     ("uwsgi gevent, wait-for-hub", "uwsgi", "gevent", ("--gevent-wait-for-hub",)),
 )
 
-SCENARIOS = ("hello", "10k", "echo", "gevent", "reload", "stop")
+SCENARIOS = ("hello", "10k", "echo", "gevent-hello", "gevent", "reload", "stop")
+
+# Seconds the /sleep route sleeps: with C connections no server can serve
+# more than C / SLEEP_SECONDS requests a second.
+SLEEP_SECONDS = 0.010
 
 
 # --- server command lines -----------------------------------------------------
@@ -1009,22 +1016,24 @@ THREAD_LOADS = ("hello", "10k", "echo")
 
 
 def goals_table(results: dict, lines: list[str]) -> None:
-    """One row per goal: the figure this run measured, and whether the goal
-    is met. Ratios use the medians of alternated rounds."""
-    rows: list[tuple[str, str, str]] = []
+    """One row per goal: the figure this run measured, whether the goal is
+    met, and, for a goal no server could meet on this machine, why.
+    Ratios use the medians of alternated rounds."""
+    rows: list[tuple[str, str, str, str]] = []
 
-    def throughput(name: str, server: str, key: str):
+    def throughput(name: str, server: str, key: str = "rps"):
         rounds = results["throughput"].get(name, {}).get(server)
         return median(summarize_throughput(rounds)[key]) if rounds else None
 
-    def check(goal: str, measured, good) -> None:
+    def check(goal: str, measured, good, note: str = "") -> None:
         if measured is None:
-            rows.append((goal, "not measured", "–"))
+            rows.append((goal, "not measured", "–", note))
         else:
-            rows.append((goal, measured[0], "met" if good(measured[1]) else "**missed**"))
+            verdict = "met" if good(measured[1]) else "**missed**"
+            rows.append((goal, measured[0], verdict, note))
 
     def rps_ratio(name: str, peer: str):
-        mine, theirs = throughput(name, "mercy", "rps"), throughput(name, peer, "rps")
+        mine, theirs = throughput(name, "mercy"), throughput(name, peer)
         if not mine or not theirs:
             return None
         return (f"{mine / theirs:.2f}×", mine / theirs)
@@ -1035,8 +1044,20 @@ def goals_table(results: dict, lines: list[str]) -> None:
             return None
         return (f"{mine:.0f} µs vs {theirs:.0f} µs ({mine / theirs:.2f}×)", mine / theirs)
 
+    def beyond(name: str, peer: str, factor: float, limit, what: str) -> str:
+        """A note when factor × peer's requests/s is above what any server
+        can serve here."""
+        theirs = throughput(name, peer)
+        if not theirs or not limit or factor * theirs <= limit:
+            return ""
+        return (
+            f"out of reach here: {factor:g}× {peer} is {fmt(factor * theirs)} requests/s, "
+            f"above {what} ({fmt(limit)})"
+        )
+
     for name in THREAD_LOADS:
         title = LOADS[name].title
+        ceiling = throughput(name, "ceiling")
         check(f"{title}: requests/s ≥ 1.0× Granian", rps_ratio(name, "granian"), lambda r: r >= 1.0)
         check(
             f"{title}: CPU/request ≤ Granian's, at saturation",
@@ -1047,18 +1068,37 @@ def goals_table(results: dict, lines: list[str]) -> None:
             cpu_ratio(name, "granian", "fixed_cpu_us"), lambda r: r <= 1.0,
         )
         for peer in ("uwsgi", "gunicorn"):
-            check(f"{title}: requests/s ≥ 5× {peer}", rps_ratio(name, peer), lambda r: r >= 5.0)
+            check(
+                f"{title}: requests/s ≥ 5× {peer}", rps_ratio(name, peer), lambda r: r >= 5.0,
+                beyond(name, peer, 5.0, ceiling, "the no-Python ceiling"),
+            )
+        granian = throughput(name, "granian")
         check(
             f"{title}: requests/s within 10% of the ceiling",
             rps_ratio(name, "ceiling"), lambda r: r >= 0.9,
+            f"Granian reaches {granian / ceiling:.2f}× of it" if granian and ceiling else "",
         )
-    for peer in ("uwsgi", "gunicorn"):
-        check(f"gevent: requests/s ≥ 3× {peer} gevent", rps_ratio("gevent", peer), lambda r: r >= 3.0)
+    sleep_limit = LOADS["gevent"].connections / SLEEP_SECONDS
+    for name in ("gevent-hello", "gevent"):
+        title = LOADS[name].title
+        limit = sleep_limit if name == "gevent" else throughput("hello", "ceiling")
+        what = (
+            f"{LOADS[name].connections} connections ÷ {SLEEP_SECONDS * 1000:g} ms"
+            if name == "gevent" else "the no-Python ceiling"
+        )
+        for peer in ("uwsgi", "gunicorn"):
+            check(
+                f"{title}: requests/s ≥ 3× {peer} gevent", rps_ratio(name, peer),
+                lambda r: r >= 3.0, beyond(name, peer, 3.0, limit, what),
+            )
 
     reloads = results["reload"].get("mercy") if results["reload"] else None
     if reloads:
         failed = [r["failed"] for r in reloads]
-        check("reload under load: no failed request", (f"{sum(failed)} in {len(failed)} rounds", sum(failed)), lambda n: n == 0)
+        check(
+            "reload under load: no failed request",
+            (f"{sum(failed)} in {len(failed)} rounds", sum(failed)), lambda n: n == 0,
+        )
     else:
         check("reload under load: no failed request", None, None)
 
@@ -1083,12 +1123,21 @@ def goals_table(results: dict, lines: list[str]) -> None:
     check(
         "pymongo example (threads) stops < 0.5 s after SIGTERM",
         (f"{gone:.2f} s", gone) if gone is not None else None,
-        lambda s: s < 0.5,
+        lambda s: s < 0.5, STOP_NOTE,
     )
 
-    lines += ["## Goals", "", "| goal | this run | |", "|---|---|---|"]
-    lines += [f"| {goal} | {measured} | {verdict} |" for goal, measured, verdict in rows]
+    lines += ["## Goals", "", "| goal | this run | | note |", "|---|---|---|---|"]
+    lines += [f"| {goal} | {measured} | {verdict} | {note} |" for goal, measured, verdict, note in rows]
     lines.append("")
+
+
+# Why the pymongo example cannot stop much faster while its atexit handlers
+# run, which DESIGN.md section 3 requires.
+STOP_NOTE = (
+    "pymongo's own atexit handler joins its monitor threads, which look "
+    "for the stop flag every 0.5 s (its minimum heartbeat interval): a stop "
+    "that runs the app's atexit handlers takes up to 0.5 s more than one that does not"
+)
 
 
 def commands_section(results: dict, lines: list[str], settings: Settings) -> None:
