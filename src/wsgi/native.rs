@@ -187,10 +187,10 @@ fn hub_take_ready() -> Vec<u64> {
     super::hub().map(super::Hub::take_ready).unwrap_or_default()
 }
 
-/// Whether requests wait for a greenlet.
+/// How many requests wait for a greenlet.
 #[pyfunction]
-fn requests_waiting() -> bool {
-    !worker::context().jobs.is_empty()
+fn requests_waiting() -> usize {
+    worker::context().jobs.len()
 }
 
 /// Serves one queued request in the calling greenlet (request slot
