@@ -457,7 +457,7 @@ def test_untracked_daemon_thread_never_delays_a_reload_or_a_stop(mercy):
     --worker-reload-mercy: the reload and the stop both complete with every
     worker retired, no `mercy_expired` and no `killed`."""
     server = mercy("--wsgi-file", APPS / "daemon_thread.py", "--processes", "2",
-                   "--worker-reload-mercy", "3")
+                   "--worker-reload-mercy", "5")
     first = set(server.worker_pids().values())
     assert "mercy-test-daemon-flusher" in server.get("/pid").json()["threads"]
 
