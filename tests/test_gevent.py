@@ -11,9 +11,11 @@ import hashlib
 import http.client
 import json
 import re
+import shutil
 import signal
 import socket
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -412,20 +414,24 @@ def test_gevent_pymongo_example_serves_and_reloads_without_kill(standin, mercy):
 @pytest.mark.parametrize("route, tasks", [("spawn", ["spawn"]),
                                           ("group", ["group-a", "group-b"])])
 def test_reload_waits_for_tracked_work(mercy, tmp_path, route, tasks):
-    """A request starts 2 seconds of tracked work (`mercy.spawn`, or two
-    tasks of a `mercy.TaskGroup` that nobody joins) and returns at once; a
-    SIGHUP right after retires that worker only after the work is done:
-    every task file is complete, each task finished before the worker's
-    shutdown hook ran, and no worker was killed."""
+    """A request starts tracked work (`mercy.spawn`, or two tasks of a
+    `mercy.TaskGroup` that nobody joins) and returns at once; the work is
+    held until its worker was told to retire by SIGHUP, then runs for 1 s
+    more. The worker retires only after the work is done: every task file
+    is complete, each task finished before the worker's shutdown hook ran,
+    and no worker was killed."""
+    release = tmp_path / "release"
     server = mercy("--wsgi-file", BASIC_APP, "--processes", "2", "--gevent", "10",
                    "--env", f"MERCY_TEST_DIR={tmp_path}")
     first = set(server.worker_pids().values())
 
-    started = server.get(f"/{route}?seconds=2")
+    started = server.get(f"/{route}?seconds=1&release={release}")
     assert started.status == 200
     task_pid = started.json()["pid"]
     assert task_pid in first
     server.send_signal(signal.SIGHUP)
+    server.wait_event("retiring", worker_pid=task_pid)
+    release.touch()
     server.wait_event("reload_done")
     assert_retired(server, first)
 
@@ -436,6 +442,25 @@ def test_reload_waits_for_tracked_work(mercy, tmp_path, route, tasks):
         expected = [f"start {task_pid}"] + [f"step {n}" for n in range(20)] + [f"done {task_pid}"]
         assert (tmp_path / f"task-{task}.txt").read_text().splitlines() == expected
         assert lines.index(f"task-done {task} {task_pid}") < lines.index(f"shutdown {task_pid}")
+    server.assert_no_events("reload_failed", "mercy_expired", "killed")
+
+
+def test_cpu_bound_greenlet_sees_the_shutdown_and_its_worker_retires(mercy, tmp_path):
+    """A request that loops on gevent.sleep(0) until
+    `mercy.is_shutting_down()`: after SIGHUP it sees the flag, answers 200,
+    and its worker retires without a kill."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--gevent", "10")
+    marker = tmp_path / "spinning"
+    thread, result = in_background(server.get, f"/spin?marker={marker}", timeout=120)
+    worker_pid = int(wait_for_file(marker).read_text())
+
+    server.send_signal(signal.SIGHUP)
+    thread.join(timeout=120)
+
+    assert "error" not in result, result
+    assert result["value"].json() == {"pid": worker_pid, "saw_shutdown": True}
+    server.wait_event("reload_done")
+    assert_retired(server, {worker_pid})
     server.assert_no_events("reload_failed", "mercy_expired", "killed")
 
 
@@ -551,6 +576,58 @@ def test_greenlet_limit_makes_extra_requests_wait_their_turn(mercy):
     assert last[0] == 200, outcomes
 
 
+def test_each_request_runs_in_a_greenlet_of_its_own(mercy, tmp_path):
+    """--gevent 1: a request stores a value in a threading.local (gevent's
+    local, once patched) and answers only when a second request is queued
+    behind it. The second request, run next in the same request slot, does
+    not see the value; nor does a third one later."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--gevent", "1")
+    marker = tmp_path / "first-running"
+    thread, first = in_background(server.get, f"/local?set=first&hold=1&marker={marker}",
+                                  timeout=120)
+    wait_for_file(marker)
+
+    second = server.get("/local?set=second", timeout=120)
+    thread.join(timeout=120)
+
+    assert "error" not in first, first
+    assert first["value"].json() == {"seen": None}
+    assert second.json() == {"seen": None}
+    assert server.get("/local").json() == {"seen": None}
+
+
+def test_response_stalled_by_a_client_that_stops_reading_holds_up_no_one(mercy):
+    """One worker, --gevent 100. A client asks for a 1 GiB response and stops
+    reading after its head: the greenlet producing it waits for the client
+    once the buffers are full (production stops growing). Meanwhile 20
+    other requests, all at once, complete with 200, and the stalled
+    response is still far from complete."""
+    chunks = 16384
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--gevent", "100")
+    stalled_client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled_client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    stalled_client.settimeout(60)
+    with stalled_client:
+        stalled_client.connect(("127.0.0.1", server.port))
+        stalled_client.sendall(
+            f"GET /stream?chunks={chunks} HTTP/1.1\r\nHost: mercy-test\r\n\r\n".encode())
+        assert stalled_client.recv(16).startswith(b"HTTP/1.1 200")
+
+        def production_stopped():
+            produced = []
+            for _ in range(3):
+                produced.append(server.get("/streamed").json()["bytes"])
+                time.sleep(0.1)
+            return produced[0] >= 4 * 65536 and len(set(produced)) == 1
+
+        wait_until(production_stopped, 60, "the stalled response to stop growing")
+        outcomes = concurrent_gets(server, ["/pid"] * 20)
+        assert [o[0] if isinstance(o, tuple) else o for o in outcomes] == [200] * 20
+        assert server.get("/streamed").json()["bytes"] < chunks * 65536
+
+    assert server.get("/pid").status == 200
+
+
 class Trickler(threading.Thread):
     """Sends POST /body with a `length`-byte body one byte at a time (every
     10 ms) until `finish` is set, then the rest at once; reads the answer."""
@@ -638,6 +715,31 @@ def test_slow_sender_does_not_hold_up_other_requests(mercy, tmp_path):
     assert small.marker.exists()
 
 
+@pytest.mark.parametrize("flags", [[], ["--gevent-monkey-patch"],
+                                   ["--gevent-early-monkey-patch"]])
+def test_app_is_imported_with_threading_already_patched(mercy, flags):
+    """gevent mode patches before the app is imported, by default and with
+    uWSGI's spellings --gevent-monkey-patch and --gevent-early-monkey-patch
+    (accepted, same meaning): the app module finds threading patched at
+    import, and still does when serving."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--gevent", "10", *flags)
+
+    info = server.get("/pid").json()
+
+    assert (info["threading_patched"], info["threading_patched_at_import"]) == (True, True)
+
+
+def test_gevent_with_threads_is_refused_at_start(mercy):
+    """--gevent with --threads: refused before any worker starts, exit status
+    1, and the message names both options."""
+    server = mercy("--wsgi-file", BASIC_APP, "--gevent", "10", "--threads", "4", ready=0)
+
+    assert server.wait_exit() == 1
+    log = server.text()
+    assert "--gevent" in log and "--threads" in log, log
+    server.assert_no_events("spawned", "ready")
+
+
 def test_no_monkey_patch_option_leaves_the_stdlib_alone(mercy):
     """--no-gevent-monkey-patch: the app sees an unpatched `threading`
     (the default patches it), and requests still run in greenlets at once:
@@ -647,7 +749,8 @@ def test_no_monkey_patch_option_leaves_the_stdlib_alone(mercy):
 
     server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--gevent", "10",
                    "--no-gevent-monkey-patch")
-    assert server.get("/pid").json()["threading_patched"] is False
+    info = server.get("/pid").json()
+    assert (info["threading_patched"], info["threading_patched_at_import"]) == (False, False)
     outcomes = concurrent_gets(server, ["/barrier?name=plain&parties=3&timeout=60"] * 3)
     assert [o[0] if isinstance(o, tuple) else o for o in outcomes] == [200, 200, 200]
 
@@ -734,3 +837,26 @@ def test_mercy_expired_names_a_held_request_and_the_step_it_holds_up(mercy, tmp_
                and "in _slow" in block for block in blocks), expired["threads"]
     assert str(expired["step"]).startswith("2"), expired["step"]
     assert "value" not in result, "the held request cannot have been answered"
+
+
+def test_failed_reload_keeps_the_old_generation_serving(mercy, tmp_path):
+    """gevent mode: the app file is broken after a good start, then SIGHUP:
+    the reload fails with `reload_failed`, and the same old workers, same
+    pids, keep serving, none told to retire; SIGTERM still exits 0."""
+    app = tmp_path / "app.py"
+    shutil.copy(BASIC_APP, app)
+    server = mercy("--wsgi-file", app, "--processes", "2", "--gevent", "10")
+    before = server.worker_pids()
+    assert len(before) == 2
+
+    app.write_text("import mercy_test_no_such_module\n")
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_failed")
+
+    assert server.worker_pids() == before
+    assert pids_answering(server, "/pid", set(before.values())) == set(before.values())
+    for pid in before.values():
+        assert server.events("retiring", worker_pid=pid) == []
+    server.assert_no_events("reload_done")
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0

@@ -3,12 +3,20 @@
 import http.client
 import json
 import signal
+import socket
 import threading
+import time
 from collections import Counter
 
-from conftest import APPS, REQUEST_TIMEOUT, pid_running, wait_for_file, wait_until
+import pytest
+
+from conftest import (APPS, POLL_INTERVAL, REQUEST_TIMEOUT, pid_running, wait_for_file,
+                      wait_until)
 
 RELOADS = 5
+BASIC_APP = APPS / "basic.py"
+HOOKS_APP = APPS / "hooks.py"
+SWITCH_APP = APPS / "startup_switch.py"
 
 
 class ClientLoop(threading.Thread):
@@ -229,24 +237,37 @@ def test_ctrl_c_to_the_process_group_stops_everything(mercy):
     assert server.wait_exit() == 0
 
     assert {pid for pid in workers if pid_running(pid)} == set()
+    assert [event["mode"] for event in server.events("shutdown_started")] == ["fast"]
+    # The workers ignored the SIGINT and left because the master told them.
+    for pid in workers:
+        [retired] = server.events("retired", worker_pid=pid)
+        assert retired["status"] == "exit status 0", retired
+    server.assert_no_events("died", "killed")
 
 
-def test_shutdown_hooks_run_once_and_spawned_task_finishes(mercy, tmp_path):
+@pytest.mark.parametrize("route, tasks", [("spawn", ["spawn"]),
+                                          ("group", ["group-a", "group-b"])])
+def test_shutdown_hooks_run_once_and_tracked_work_finishes(mercy, tmp_path, route, tasks):
     """`mercy.on_shutdown` hooks run exactly once in every retired worker
-    (2 retired by a reload, 2 by the stop), and a 2-second `mercy.spawn`
-    task started just before SIGHUP writes its file completely before its
-    worker's hooks run."""
+    (2 retired by a reload, 2 by the stop). Tracked work (`mercy.spawn`, or
+    two tasks of a `mercy.TaskGroup` that nobody joins) started before
+    SIGHUP is held until its worker was told to retire, then runs for 1 s
+    more: every task file is complete, and each task ended before its
+    worker's hooks ran."""
     output = tmp_path / "output"
     output.mkdir()
-    server = mercy("--wsgi-file", APPS / "hooks.py", "--processes", "2", "--threads", "2",
+    release = tmp_path / "release"
+    server = mercy("--wsgi-file", HOOKS_APP, "--processes", "2", "--threads", "2",
                    env={"MERCY_TEST_DIR": str(output)})
     first = set(server.worker_pids().values())
 
-    spawned = server.get("/spawn?seconds=2")
+    spawned = server.get(f"/{route}?seconds=1&release={release}")
     assert spawned.status == 200
     task_pid = spawned.json()["pid"]
     assert task_pid in first
     server.send_signal(signal.SIGHUP)
+    server.wait_event("retiring", worker_pid=task_pid)
+    release.touch()
     server.wait_event("reload_done")
     second = set(server.worker_pids().values())
     assert len(second) == 2 and second.isdisjoint(first)
@@ -259,9 +280,370 @@ def test_shutdown_hooks_run_once_and_spawned_task_finishes(mercy, tmp_path):
     lines = (output / "events.log").read_text().splitlines()
     shutdowns = Counter(int(line.split()[1]) for line in lines if line.startswith("shutdown "))
     assert shutdowns == Counter({pid: 1 for pid in first | second})
-    assert lines.index(f"task-done {task_pid}") < lines.index(f"shutdown {task_pid}")
     expected_task_file = (
         [f"start {task_pid}"] + [f"step {n}" for n in range(20)] + [f"done {task_pid}"]
     )
-    assert (output / "spawn-task.txt").read_text().splitlines() == expected_task_file
+    for task in tasks:
+        assert lines.index(f"task-done {task} {task_pid}") < lines.index(f"shutdown {task_pid}")
+        assert (output / f"{task}-task.txt").read_text().splitlines() == expected_task_file
     server.assert_no_events("mercy_expired", "killed")
+
+
+def test_is_shutting_down_turns_true_when_the_worker_retires(mercy, tmp_path):
+    """`mercy.is_shutting_down()` is False while a worker serves; a request
+    in flight when SIGHUP arrives sees it turn True, completes with 200, and
+    its worker retires afterwards."""
+    server = mercy("--wsgi-file", HOOKS_APP, "--processes", "1", "--threads", "2",
+                   env={"MERCY_TEST_DIR": str(tmp_path)})
+    assert server.get("/shutting-down").json()["shutting_down"] is False
+    marker = tmp_path / "started"
+    result = {}
+
+    def waiting_request():
+        result["response"] = server.get(f"/shutting-down?wait=1&marker={marker}", timeout=120)
+
+    thread = threading.Thread(target=waiting_request, daemon=True)
+    thread.start()
+    worker_pid = int(wait_for_file(marker).read_text())
+    server.send_signal(signal.SIGHUP)
+    thread.join(timeout=120)
+
+    response = result["response"]
+    assert response.status == 200
+    assert response.json() == {"pid": worker_pid, "shutting_down": True}
+    server.wait_event("retired", worker_pid=worker_pid)
+    server.assert_no_events("mercy_expired", "killed")
+
+
+# --- signals, as the master and the workers take them ----------------------------------
+
+
+def test_subprocess_started_by_the_app_can_be_terminated(mercy):
+    """Workers ignore terminal signals, but the programs an app starts do
+    not inherit that: `Popen.terminate()` on a `sleep 60` started in a
+    request ends it with SIGTERM (return code -15)."""
+    server = mercy("--wsgi-file", BASIC_APP)
+
+    answer = server.get("/terminate-child").json()
+
+    assert answer == {"returncode": -signal.SIGTERM}
+
+
+def test_sigquit_is_a_fast_shutdown_that_exits_0(mercy):
+    """SIGQUIT: a fast shutdown; mercy exits with status 0 and no worker is
+    left running."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "2")
+    workers = set(server.worker_pids().values())
+
+    server.send_signal(signal.SIGQUIT)
+    assert server.wait_exit() == 0
+
+    assert [event["mode"] for event in server.events("shutdown_started")] == ["fast"]
+    assert {pid for pid in workers if pid_running(pid)} == set()
+    server.wait_event("shutdown_done")
+
+
+def test_second_sigterm_escalates_a_graceful_shutdown_to_fast(mercy, tmp_path):
+    """A request is held (mercy 120 s, so the graceful shutdown would wait for
+    it); a second SIGTERM turns the shutdown fast: its worker is killed after
+    the fast grace, without any `mercy_expired`, and mercy exits with 0."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2",
+                   "--worker-reload-mercy", "120")
+    marker = tmp_path / "started"
+    thread, _ = slow_request(server, marker, tmp_path / "never-released", 0)
+    worker_pid = int(wait_for_file(marker).read_text())
+
+    server.send_signal(signal.SIGTERM)
+    server.wait_event("shutdown_started")
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    assert [event["mode"] for event in server.events("shutdown_started")] == [
+        "graceful", "fast"]
+    [killed] = server.events("killed", worker_pid=worker_pid)
+    assert killed["reason"] == "fast shutdown", killed
+    server.assert_no_events("mercy_expired")
+    thread.join(timeout=60)
+
+
+def test_reloads_requested_during_a_reload_coalesce_into_one(mercy, tmp_path):
+    """While a reload waits for its new worker (held at import), two more
+    SIGHUPs arrive: they coalesce into one more reload, so exactly 2
+    `reload_started` and 2 `reload_done` are logged."""
+    switch, release = tmp_path / "switch", tmp_path / "release"
+    server = mercy("--wsgi-file", SWITCH_APP, "--processes", "1",
+                   env={"MERCY_TEST_SWITCH": str(switch)})
+    switch.write_text(f"hold {release}")
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_started")
+    for count in (1, 2):
+        server.send_signal(signal.SIGHUP)
+        server.wait_event(None, count=count,
+                          message="reload requested while another runs: "
+                                  "it follows when this one ends")
+    switch.unlink()
+    release.touch()
+    server.wait_event("reload_done", count=2)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    assert len(server.events("reload_started")) == 2
+    assert len(server.events("reload_done")) == 2
+    server.assert_no_events("reload_failed", "mercy_expired", "killed")
+
+
+# --- the keep-alive rule and what never delays a retirement ----------------------------
+
+
+def read_response(sock: socket.socket, pending: bytearray):
+    """Reads one response with a Content-Length from sock (bytes already
+    received are in `pending`); returns (status, headers dict, body)."""
+    while b"\r\n\r\n" not in pending:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed inside a response head: {bytes(pending)!r}")
+        pending += chunk
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines)}
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("connection closed inside a response body")
+        rest += chunk
+    pending[:] = rest[length:]
+    return int(status_line.split()[1]), headers, rest[:length]
+
+
+def test_idle_keep_alive_connection_is_answered_with_close_not_cut(mercy):
+    """A keep-alive connection served one request and sits idle when SIGHUP
+    retires its worker. The next request on it is served by that worker
+    with 200 and `Connection: close` (the worker may need a moment to learn
+    that it retires: until then its answers keep the connection open), and
+    then the worker closes the connection cleanly: no reset."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--keep-alive", "120")
+    request = b"GET /pid HTTP/1.1\r\nHost: mercy-test\r\n\r\n"
+    pending = bytearray()
+    with server.connect() as sock:
+        sock.sendall(request)
+        status, headers, body = read_response(sock, pending)
+        assert status == 200 and headers.get("connection") != "close"
+        old_pid = json.loads(body)["pid"]
+
+        server.send_signal(signal.SIGHUP)
+        server.wait_event("retiring", worker_pid=old_pid)
+        deadline = time.monotonic() + 60
+        while True:
+            sock.sendall(request)
+            status, headers, body = read_response(sock, pending)
+            assert status == 200
+            assert json.loads(body)["pid"] == old_pid
+            if headers.get("connection") == "close":
+                break
+            assert time.monotonic() < deadline, "no response said Connection: close"
+            time.sleep(POLL_INTERVAL)
+        assert sock.recv(65536) == b""
+
+    server.wait_event("reload_done")
+    server.wait_event("retired", worker_pid=old_pid)
+    server.assert_no_events("mercy_expired", "killed")
+
+
+def test_untracked_daemon_thread_never_delays_a_reload_or_a_stop(mercy):
+    """An app whose daemon thread runs forever, with a short
+    --worker-reload-mercy: the reload and the stop both complete with every
+    worker retired, no `mercy_expired` and no `killed`."""
+    server = mercy("--wsgi-file", APPS / "daemon_thread.py", "--processes", "2",
+                   "--worker-reload-mercy", "5")
+    first = set(server.worker_pids().values())
+    assert "mercy-test-daemon-flusher" in server.get("/pid").json()["threads"]
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    second = set(server.worker_pids().values())
+    for pid in first:
+        server.wait_event("retired", worker_pid=pid)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    for pid in second:
+        server.wait_event("retired", worker_pid=pid)
+    server.assert_no_events("mercy_expired", "killed")
+
+
+def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path):
+    """Both threads of the only worker are held, five more connections wait
+    (one request taken, the rest in the kernel's queue), then SIGTERM: once
+    the held requests are released, every queued connection is answered
+    200, and mercy exits with status 0 without killing anyone."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2")
+    release = tmp_path / "release"
+    held = [slow_request(server, tmp_path / f"started-{n}", release, 0) for n in range(2)]
+    for n in range(2):
+        wait_for_file(tmp_path / f"started-{n}")
+    queued = []
+    for _ in range(5):
+        sock = server.connect(timeout=120)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: mercy-test\r\nConnection: close\r\n\r\n")
+        queued.append(sock)
+
+    server.send_signal(signal.SIGTERM)
+    server.wait_event("retiring")
+    release.touch()
+
+    answers = []
+    for sock in queued:
+        with sock:
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        answers.append(b"".join(chunks))
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"hello"), answer
+    for thread, result in held:
+        thread.join(timeout=120)
+        assert result["response"].status == 200, result
+    assert server.wait_exit() == 0
+    server.assert_no_events("mercy_expired", "killed")
+
+
+# --- the master gone ------------------------------------------------------------------
+
+
+def test_workers_retire_on_their_own_when_the_master_is_killed(mercy):
+    """SIGKILL to the master: its workers see the control channel close and
+    retire on their own; none is left running."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "2")
+    workers = set(server.worker_pids().values())
+
+    server.send_signal(signal.SIGKILL)
+    server.wait_exit()
+
+    wait_until(lambda: not any(pid_running(pid) for pid in workers), 60,
+               f"workers {sorted(workers)} to leave")
+
+
+def test_orphaned_worker_with_a_stuck_thread_keeps_its_own_mercy(mercy):
+    """SIGKILL to the master of a worker whose non-daemon thread never ends
+    (--worker-reload-mercy 3): nobody is left to kill the worker, so it
+    keeps its mercy itself: it writes the `mercy_expired` diagnostic naming
+    the thread, and exits."""
+    server = mercy("--wsgi-file", APPS / "stuck_thread.py", "--processes", "1",
+                   "--worker-reload-mercy", "3")
+    [worker_pid] = server.worker_pids().values()
+
+    server.send_signal(signal.SIGKILL)
+    server.wait_exit()
+
+    wait_until(lambda: not pid_running(worker_pid), 60, f"worker {worker_pid} to exit")
+    [expired] = server.events("mercy_expired", worker_pid=worker_pid)
+    assert "mercy-test-stuck-thread" in str(expired["threads"])
+    assert str(expired["step"]).startswith("5"), expired["step"]
+
+
+# --- worker deaths and loading -----------------------------------------------------------
+
+
+def test_worker_failing_at_import_after_a_good_start_is_respawned_with_back_off(
+        mercy, tmp_path):
+    """After a good start the app's import starts failing and its worker
+    dies: the master respawns it again and again, waiting 1, 2, then 4 s
+    between attempts, and keeps running; once the import works again, a
+    respawned worker becomes ready and serves."""
+    switch = tmp_path / "switch"
+    server = mercy("--wsgi-file", SWITCH_APP, "--processes", "1",
+                   env={"MERCY_TEST_SWITCH": str(switch)})
+    [(worker_id, first_pid)] = server.worker_pids().items()
+    switch.write_text("exit")
+    try:
+        server.get("/exit")
+    except (ConnectionError, http.client.HTTPException, OSError):
+        pass  # the worker died mid-request: no answer is expected
+
+    def delays():
+        found = [int(r["delay_s"]) for r in server.records() if "delay_s" in r]
+        return found if len(found) >= 3 else None
+
+    assert wait_until(delays, 60, "three respawn back-offs")[:3] == [1, 2, 4]
+    assert len(server.events("respawned", worker_id=worker_id)) >= 2
+    assert server.running()
+    switch.unlink()
+
+    server.wait_event("ready", count=2, worker_id=worker_id)
+    answer = server.get("/pid").json()
+    assert answer["pid"] != first_pid and answer["worker_id"] == worker_id
+    server.assert_no_events("start_failed")
+
+
+def test_reload_whose_workers_hang_at_import_fails_at_the_spawn_timeout(mercy, tmp_path):
+    """A reload whose new workers never finish importing the app
+    (--spawn-timeout 5): the reload fails naming the timeout, the new
+    workers are killed, and the old workers, same pids, keep serving."""
+    switch = tmp_path / "switch"
+    server = mercy("--wsgi-file", SWITCH_APP, "--processes", "2", "--spawn-timeout", "5",
+                   env={"MERCY_TEST_SWITCH": str(switch)})
+    before = server.worker_pids()
+    switch.write_text(f"hold {tmp_path / 'never-released'}")
+
+    server.send_signal(signal.SIGHUP)
+    [failed] = server.wait_event("reload_failed")
+
+    assert "--spawn-timeout" in failed["error"], failed
+    server.wait_event("killed", generation=2)
+    assert server.worker_pids() == before
+    for _ in range(10):
+        assert server.get("/pid").json()["pid"] in before.values()
+    for pid in before.values():
+        assert server.events("retiring", worker_pid=pid) == []
+    server.assert_no_events("reload_done")
+
+
+# --- what the log says -----------------------------------------------------------------
+
+
+def test_app_exception_gives_500_and_a_traceback_naming_it(mercy):
+    """A route raising ValueError: 500, and an `app_error` event whose
+    traceback names the exception and the app's file; the worker serves on."""
+    server = mercy("--wsgi-file", BASIC_APP)
+
+    assert server.get("/raise").status == 500
+
+    [error] = server.wait_event("app_error", path="/raise")
+    assert "ValueError: basic app failure" in error["traceback"]
+    assert "basic.py" in error["traceback"]
+    assert server.get("/").status == 200
+
+
+def test_disable_logging_removes_the_request_lines(mercy):
+    """Three requests log three `request` lines; with --disable-logging,
+    none (counted after the stop, when every line is written)."""
+    for flags, expected in (([], 3), (["--disable-logging"], 0)):
+        server = mercy("--wsgi-file", BASIC_APP, *flags)
+        for _ in range(3):
+            assert server.get("/").status == 200
+        server.send_signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+        assert len(server.events("request")) == expected, flags
+
+
+def test_wsgi_errors_writes_are_log_events(mercy):
+    """Text the app writes to wsgi.errors (one write with its line break,
+    and print(), which writes the line break apart) becomes two `app_log`
+    events with the worker's fields: under --log-json, no line of the log
+    carries that text outside a JSON object."""
+    server = mercy("--wsgi-file", BASIC_APP)
+    [(worker_id, worker_pid)] = server.worker_pids().items()
+
+    assert server.get("/errors?text=disk+almost+full").body == b"logged"
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    logged = server.events("app_log")
+    assert [record["message"] for record in logged] == ["disk almost full"] * 2
+    for record in logged:
+        assert (record["worker.id"], record["worker.pid"]) == (worker_id, worker_pid)
+    lines = [line for line in server.text().splitlines() if "disk almost full" in line]
+    assert len(lines) == 2 and all(json.loads(line)["event"] == "app_log" for line in lines)

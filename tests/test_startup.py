@@ -1,12 +1,20 @@
-"""Start-up: which Python mercy embeds, and apps or virtualenvs it refuses."""
+"""Start-up: which Python mercy embeds, where it finds the app's packages
+(virtualenvs, --pythonpath), how it loads the app, and what it refuses."""
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
-from conftest import APPS, REPO, mercy_bin, pid_running, python_facts
+import pytest
+
+from conftest import APPS, REPO, mercy_bin, pid_running, python_facts, venv_python
+
+PATHS_APP = APPS / "paths.py"
+VENV_PROBE = "mercy_test_venv_probe"
 
 
 def without_paths(text: str) -> str:
@@ -119,3 +127,187 @@ def test_virtualenv_of_another_python_version_is_refused(mercy, tmp_path):
     assert re.search(r"\b3\.9(\.2)?\b", log), log
     assert re.search(rf"\b{re.escape(python['version'])}\b", without_paths(log)), log
     server.assert_no_events("ready")
+
+
+# --- virtualenvs and --pythonpath ----------------------------------------------------
+
+
+def make_virtualenv(path: Path, system_site_packages: bool) -> Path:
+    """A real virtualenv made by the venv module of mercy's Python, holding
+    one module of its own; returns its site-packages folder."""
+    command = [str(venv_python()), "-m", "venv", "--without-pip"]
+    if system_site_packages:
+        command.append("--system-site-packages")
+    subprocess.run(command + [str(path)], check=True, timeout=120,
+                   stdin=subprocess.DEVNULL)
+    site_packages = path / "lib" / f"python{python_facts()['version']}" / "site-packages"
+    (site_packages / f"{VENV_PROBE}.py").write_text("WHERE = 'venv'\n")
+    return site_packages
+
+
+def user_site(userbase: Path) -> Path:
+    """The user site folder under PYTHONUSERBASE=userbase, created."""
+    folder = userbase / "lib" / f"python{python_facts()['version']}" / "site-packages"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def site_folders(paths) -> list:
+    """The site-packages entries of a sys.path, resolved, in order."""
+    return [os.path.realpath(p) for p in paths if p.rstrip("/").endswith("site-packages")]
+
+
+def venv_python_site_folders(venv: Path, env: dict) -> list:
+    """The site-packages entries of sys.path in `venv/bin/python` itself."""
+    output = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import json, sys; print(json.dumps(sys.path))"],
+        check=True, capture_output=True, text=True, timeout=60, env=env,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    return site_folders(json.loads(output))
+
+
+def base_site_packages() -> str:
+    """The base interpreter's own site-packages folder."""
+    script = ("import sys, sysconfig; print(sysconfig.get_paths(vars={"
+              "'base': sys.base_prefix, 'platbase': sys.base_exec_prefix})['purelib'])")
+    output = subprocess.run([str(venv_python()), "-c", script], check=True,
+                            capture_output=True, text=True, timeout=60).stdout
+    return os.path.realpath(output.strip())
+
+
+@pytest.mark.parametrize("system_site_packages", [False, True])
+def test_virtualenv_orders_site_packages_as_its_own_python_does(
+        mercy, tmp_path, system_site_packages):
+    """--virtualenv: the worker's site-packages folders on sys.path are
+    exactly those of `venv/bin/python` and in the same order: the
+    virtualenv's first; the base interpreter's and the user site folder
+    (PYTHONUSERBASE points at one that exists) only when pyvenv.cfg says
+    include-system-site-packages = true, and then after the virtualenv's.
+    sys.prefix is the virtualenv, and its own module imports from it."""
+    venv = tmp_path / "venv"
+    site_packages = os.path.realpath(make_virtualenv(venv, system_site_packages))
+    userbase = tmp_path / "userbase"
+    user = os.path.realpath(user_site(userbase))
+    env = {"PYTHONUSERBASE": str(userbase)}
+    server = mercy("--wsgi-file", PATHS_APP, "--virtualenv", venv, env=env)
+
+    info = server.get("/paths").json()
+    folders = site_folders(info["path"])
+
+    assert folders == venv_python_site_folders(venv, dict(os.environ, **env))
+    assert folders[0] == site_packages
+    base = base_site_packages()
+    if system_site_packages:
+        assert folders.index(site_packages) < folders.index(base)
+        assert folders.index(site_packages) < folders.index(user)
+    else:
+        assert base not in folders, folders
+        assert user not in folders, folders
+        assert info["user_site_enabled"] is False
+    assert os.path.realpath(info["prefix"]) == os.path.realpath(venv)
+    probe = server.get(f"/import?name={VENV_PROBE}").json()
+    assert os.path.realpath(probe["file"]).startswith(site_packages + os.sep), probe
+
+
+def test_virtual_env_variable_is_used_without_the_option(mercy, tmp_path):
+    """No --virtualenv, VIRTUAL_ENV set (as an activated virtualenv sets it):
+    the worker uses that virtualenv as --virtualenv would, its site-packages
+    first and the base interpreter's absent."""
+    venv = tmp_path / "venv"
+    site_packages = os.path.realpath(make_virtualenv(venv, system_site_packages=False))
+    server = mercy("--wsgi-file", PATHS_APP, env={"VIRTUAL_ENV": str(venv)}, virtualenv=False)
+
+    info = server.get("/paths").json()
+    folders = site_folders(info["path"])
+
+    assert folders == [site_packages]
+    assert os.path.realpath(info["prefix"]) == os.path.realpath(venv)
+    probe = server.get(f"/import?name={VENV_PROBE}").json()
+    assert os.path.realpath(probe["file"]).startswith(site_packages + os.sep), probe
+
+
+def test_pythonpath_folders_are_importable(mercy, tmp_path):
+    """A module in a --pythonpath folder (one of two) imports in the app, and
+    the folders come first on sys.path, in the order given."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (second / "mercy_test_pythonpath_probe.py").write_text("WHERE = 'pythonpath'\n")
+    server = mercy("--wsgi-file", PATHS_APP, "--pythonpath", first, "--pythonpath", second)
+
+    probe = server.get("/import?name=mercy_test_pythonpath_probe").json()
+    assert probe.get("file") == str(second / "mercy_test_pythonpath_probe.py"), probe
+    assert server.get("/import?name=mercy_test_no_such_module").json()["error"].startswith(
+        "ModuleNotFoundError")
+    path = server.get("/paths").json()["path"]
+    assert path.index(str(first)) < path.index(str(second)) < path.index(
+        next(p for p in path if p.endswith("site-packages")))
+
+
+# --- loading the app ------------------------------------------------------------------
+
+
+def test_app_with_a_syntax_error_ends_first_start_with_status_3(mercy, tmp_path):
+    """An app file with a syntax error: exit status 3 at first start, and
+    `app_load_failed` names SyntaxError, the file and the line."""
+    app = tmp_path / "syntax_error_app.py"
+    app.write_text("def application(environ, start_response):\n    return [b'x'\n")
+
+    server = mercy("--wsgi-file", app, ready=0)
+
+    assert server.wait_exit() == 3
+    [failure, *_] = server.wait_event("app_load_failed")
+    assert "SyntaxError" in failure["error"], failure
+    assert "syntax_error_app.py" in failure["error"], failure
+    server.assert_no_events("ready")
+
+
+def test_app_without_its_callable_ends_first_start_with_status_3(mercy):
+    """--callable naming nothing in the app file: exit status 3 at first
+    start, and `app_load_failed` names the missing callable."""
+    server = mercy("--wsgi-file", APPS / "basic.py", "--callable", "no_such_app", ready=0)
+
+    assert server.wait_exit() == 3
+    [failure, *_] = server.wait_event("app_load_failed")
+    assert "no_such_app" in failure["error"], failure
+    server.assert_no_events("ready")
+
+
+@pytest.fixture
+def app_package(tmp_path) -> Path:
+    """A package folder holding mercy_test_pkg.web with two WSGI callables:
+    `application` answers "default", `custom_app` answers "custom"."""
+    root = tmp_path / "pkgroot"
+    package = root / "mercy_test_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "web.py").write_text(
+        "def _answer(start_response, body):\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n"
+        "\n"
+        "def application(environ, start_response):\n"
+        "    return _answer(start_response, b'default')\n"
+        "\n"
+        "def custom_app(environ, start_response):\n"
+        "    return _answer(start_response, b'custom')\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("how, body", [
+    (["--module", "mercy_test_pkg.web:custom_app"], b"custom"),
+    (["--module", "mercy_test_pkg.web", "--callable", "custom_app"], b"custom"),
+    (["--wsgi", "mercy_test_pkg.web"], b"default"),
+    (["--wsgi-file", "mercy_test_pkg/web.py", "--callable", "custom_app"], b"custom"),
+])
+def test_app_is_found_by_module_file_and_callable(mercy, app_package, how, body):
+    """`--module pkg.mod:callable`, `--module` with `--callable NAME`, the
+    `--wsgi` alias (callable `application`) and `--wsgi-file` with
+    `--callable` each load the callable they name (the package is found
+    from --chdir, the file relative to it)."""
+    server = mercy("--chdir", app_package, *how)
+
+    response = server.get("/")
+    assert (response.status, response.body) == (200, body)

@@ -3,7 +3,8 @@
 Rust accepts connections and parses requests on its own threads and never
 calls into Python. It queues requests and answers and writes to an eventfd;
 the dispatcher greenlet below watches that eventfd, wakes the greenlets
-whose answers are in, and starts request greenlets (at most --gevent N).
+whose answers are in, and starts one greenlet per request (at most
+--gevent N at once).
 Not for apps to import."""
 
 import gevent
@@ -37,7 +38,10 @@ def _answer_ready(wait_id):
 class Engine:
     def __init__(self, greenlets):
         self.limit = greenlets
+        # Request greenlets running, and those of them not yet started
+        # (their requests are still counted as waiting).
         self.active = 0
+        self.starting = 0
         # Request slots (uWSGI's "cores"), handed to greenlets as they start.
         self.free_slots = list(range(greenlets - 1, -1, -1))
         self.slot_greenlets = {}
@@ -57,20 +61,30 @@ class Engine:
                 self.retiring.set()
 
     def start_request_greenlets(self):
-        while self.active < self.limit and _mercy.requests_waiting():
+        """Starts one greenlet per queued request while fewer than
+        --gevent N run; the rest stay queued until a greenlet ends."""
+        while self.active < self.limit and _mercy.requests_waiting() > self.starting:
             self.active += 1
+            self.starting += 1
             self.idle.clear()
             gevent.spawn(self.serve, self.free_slots.pop())
 
     def serve(self, slot):
+        """Runs one request in this new greenlet, in request slot `slot`
+        (the stats' and harakiri's "core"). A greenlet per request: data the
+        app keeps in gevent.local (or a patched threading.local) never
+        reaches the next request."""
         self.slot_greenlets[slot] = gevent.getcurrent()
+        self.starting -= 1
         try:
-            while _mercy.handle_next(slot):
-                pass
+            _mercy.handle_next(slot)
         finally:
             self.slot_greenlets.pop(slot, None)
             self.free_slots.append(slot)
             self.active -= 1
+            # Requests queued while every slot was busy woke the hub for
+            # nothing: this is their turn.
+            self.start_request_greenlets()
             if self.active == 0:
                 self.idle.set()
 

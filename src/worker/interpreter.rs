@@ -61,6 +61,10 @@ pub fn initialize() -> Result<(), InitError> {
         ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
         let mut config = config.assume_init();
         config.install_signal_handlers = 0;
+        // `site` runs later, once the virtualenv is known (see
+        // python/mercy/_prepare.py): run now, it would put the base
+        // interpreter's site-packages first.
+        config.site_import = 0;
         config.parse_argv = 0;
         config.buffered_stdio = 0;
         let home_field = &raw mut config.home;

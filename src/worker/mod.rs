@@ -27,6 +27,11 @@ use server::Server;
 
 /// Exit status of a worker whose app could not be loaded.
 const EXIT_LOAD_FAILED: u8 = 3;
+/// Exit status of a worker that outlived its master and its mercy.
+const EXIT_MERCY_EXPIRED: libc::c_int = 1;
+/// How long an orphaned worker past its mercy waits for its diagnostic to
+/// be written before it exits anyway.
+const ORPHAN_DIAGNOSTIC_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs this process as worker `spec.id`.
 pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
@@ -180,8 +185,20 @@ async fn report_stats(context: &'static Arc<WorkerContext>) {
 
 /// Workers obey the master only: a Ctrl-C or terminal hang-up reaches the
 /// whole process group, and only the master acts on it.
+///
+/// The signals get a handler that does nothing rather than SIG_IGN: an
+/// ignored signal stays ignored across exec, so every program the app
+/// started would ignore SIGTERM and SIGINT too, while a handler is reset
+/// to the default in the new program. A blocked signal would not do
+/// either: the blocked mask also survives exec. SIGPIPE stays ignored, as
+/// in any Rust program; Python's subprocess restores it for its children.
 fn ignore_terminal_signals() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let ignore = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [
         Signal::SIGINT,
         Signal::SIGQUIT,
@@ -192,14 +209,17 @@ fn ignore_terminal_signals() {
         Signal::SIGTTOU,
         Signal::SIGUSR1,
         Signal::SIGUSR2,
-        Signal::SIGPIPE,
     ] {
-        // SAFETY: installing SIG_IGN runs no handler code, so no
-        // async-signal-safety rule applies; it happens before any thread
-        // is started.
-        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+        // SAFETY: the handler does nothing at all, so it is trivially
+        // async-signal-safe; this runs before any thread is started.
+        let _ = unsafe { sigaction(sig, &ignore) };
     }
+    // SAFETY: installing SIG_IGN runs no handler code.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }
+
+/// The handler of the signals a worker ignores.
+extern "C" fn ignore_signal(_: libc::c_int) {}
 
 /// Applies `--chdir` and `--env`, starts Python and imports the app.
 fn start_app(context: &WorkerContext) -> Result<PythonSide, interpreter::LoadError> {
@@ -285,6 +305,38 @@ fn follow_master(reader: UnixStream) {
         info!(worker.id = context.spec.id, "the master is gone: retiring");
     }
     context.retire(RetireMode::Shutdown);
+    enforce_own_mercy(context);
+}
+
+/// With the master gone, nobody kills a worker whose retirement never
+/// ends: it keeps `--worker-reload-mercy` itself, counted from the moment
+/// the master went away. At the deadline it writes the diagnostic, as it
+/// would for the master, and exits.
+fn enforce_own_mercy(context: &'static Arc<WorkerContext>) {
+    std::thread::sleep(context.config.reload_mercy);
+    // Reading the Python stacks needs the GIL: if the app never lets go of
+    // it, the worker still leaves once this grace has passed too.
+    std::thread::Builder::new()
+        .name("mercy-last-grace".into())
+        .spawn(|| {
+            std::thread::sleep(ORPHAN_DIAGNOSTIC_GRACE);
+            exit_orphaned();
+        })
+        .expect("the grace thread starts");
+    write_diagnostic(context);
+    exit_orphaned()
+}
+
+/// Ends a worker whose master is gone and whose mercy ran out.
+fn exit_orphaned() -> ! {
+    error!(
+        worker.id = context().spec.id,
+        worker.pid = std::process::id(),
+        "the master is gone and --worker-reload-mercy ran out: exiting"
+    );
+    // SAFETY: _exit ends the process at once; nothing after it runs and no
+    // Rust destructor is relied upon.
+    unsafe { libc::_exit(EXIT_MERCY_EXPIRED) }
 }
 
 /// The mercy deadline passed: say which step the worker is in, what is

@@ -1,12 +1,10 @@
 //! `_mercy`, the native module behind `import mercy`, and the loop each
 //! request thread runs: take a request, call the app, send the response.
 
-use std::io::Write as _;
-
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyTuple};
-use tracing::error;
+use tracing::{error, warn};
 
 use super::environ::{self, Constants, CONSTANTS};
 use super::input::Input;
@@ -189,10 +187,10 @@ fn hub_take_ready() -> Vec<u64> {
     super::hub().map(super::Hub::take_ready).unwrap_or_default()
 }
 
-/// Whether requests wait for a greenlet.
+/// How many requests wait for a greenlet.
 #[pyfunction]
-fn requests_waiting() -> bool {
-    !worker::context().jobs.is_empty()
+fn requests_waiting() -> usize {
+    worker::context().jobs.len()
 }
 
 /// Serves one queued request in the calling greenlet (request slot
@@ -372,14 +370,16 @@ fn log_app_error(py: Python<'_>, error: &PyErr, request: &Request) {
     );
 }
 
-/// `wsgi.errors`: text written here goes to the log as it is.
+/// `wsgi.errors`: each write becomes one `app_log` event in mercy's log
+/// (a JSON line under `--log-json`), with the worker's fields. The text
+/// loses its final line break; a write of only line breaks logs nothing.
 #[pyclass(frozen, module = "mercy")]
 pub struct Errors;
 
 #[pymethods]
 impl Errors {
     fn write(&self, text: &str) -> usize {
-        let _ = std::io::stderr().write_all(text.as_bytes());
+        log_app_text(text);
         text.len()
     }
 
@@ -390,7 +390,21 @@ impl Errors {
         Ok(())
     }
 
-    fn flush(&self) {
-        let _ = std::io::stderr().flush();
+    /// Nothing is held back: every write is logged at once.
+    fn flush(&self) {}
+}
+
+fn log_app_text(text: &str) {
+    let text = text.trim_end_matches(['\r', '\n']);
+    if text.is_empty() {
+        return;
     }
+    let context = worker::context();
+    warn!(
+        event = "app_log",
+        worker.id = context.spec.id,
+        worker.pid = std::process::id(),
+        generation = context.spec.generation,
+        "{text}"
+    );
 }

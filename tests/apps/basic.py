@@ -8,10 +8,18 @@ Routes:
                       release=PATH wait (at most 60 s) until PATH exists
                       seconds=N    then sleep N seconds
     /exit             ends the worker process at once with os._exit(1)
+    /raise            raises ValueError("basic app failure") (mercy answers 500)
+    /errors?text=T    writes T to wsgi.errors twice: once as one write with
+                      a line break, once as print(T, file=...) (two
+                      writes); answers "logged"
+    /terminate-child  starts `sleep 60`, calls Popen.terminate() and waits
+                      (at most 10 s); JSON: "returncode" (None if the child
+                      ignored SIGTERM, then it is killed)
 """
 
 import json
 import os
+import subprocess
 import time
 from urllib.parse import parse_qs
 
@@ -45,6 +53,18 @@ def _slow(query):
     time.sleep(seconds)
 
 
+def _terminate_child():
+    child = subprocess.Popen(["sleep", "60"])
+    child.terminate()
+    try:
+        returncode = child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        returncode = None
+        child.kill()
+        child.wait()
+    return {"returncode": returncode}
+
+
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "")
     query = parse_qs(environ.get("QUERY_STRING", ""))
@@ -59,4 +79,14 @@ def application(environ, start_response):
         return _respond(start_response, "200 OK", b"slow done")
     if path == "/exit":
         os._exit(1)
+    if path == "/raise":
+        raise ValueError("basic app failure")
+    if path == "/errors":
+        text = query.get("text", [""])[0]
+        environ["wsgi.errors"].write(text + "\n")
+        print(text, file=environ["wsgi.errors"])
+        return _respond(start_response, "200 OK", b"logged")
+    if path == "/terminate-child":
+        body = json.dumps(_terminate_child()).encode()
+        return _respond(start_response, "200 OK", body, "application/json")
     return _respond(start_response, "404 Not Found", b"not found")

@@ -6,8 +6,9 @@ Environment: MERCY_TEST_DIR, a folder for events.log and task files
 `mercy.on_shutdown` appends "shutdown <pid>" to events.log.
 
 Routes:
-    /pid                JSON: this worker's pid, mercy.worker_id(), and whether
-                        threading is monkey-patched
+    /pid                JSON: this worker's pid, mercy.worker_id(), whether
+                        threading is monkey-patched now and whether it was
+                        when this module was imported
     /barrier?name=B&parties=N&timeout=S
                         waits on the gevent barrier B until N requests have
                         arrived at it: 200 JSON {"arrived": k, "pid"}; if S
@@ -19,16 +20,34 @@ Routes:
                         writes this worker's pid to PATH, waits (at most 60 s)
                         until the release PATH exists, sleeps N seconds, then
                         answers 200 "slow done"
-    /spawn?seconds=N    starts a tracked task with mercy.spawn that writes
-                        task-spawn.txt line by line over N seconds, then
-                        appends "task-done spawn <pid>" to events.log
-    /group?seconds=N    the same with a mercy.TaskGroup of two tasks, writing
+    /spawn?seconds=N&release=PATH
+                        starts a tracked task with mercy.spawn that writes
+                        task-spawn.txt: "start <pid>", then (once the release
+                        file exists, at most 60 s later) a line per step over
+                        N seconds, then "done <pid>"; at the end it appends
+                        "task-done spawn <pid>" to events.log
+    /group?seconds=N&release=PATH
+                        the same with a mercy.TaskGroup of two tasks, writing
                         task-group-a.txt and task-group-b.txt
+    /local?set=V&hold=1&marker=PATH
+                        writes this worker's pid to PATH; JSON {"seen": the
+                        value a threading.local held when the request began},
+                        then stores V in it. With hold=1, answers only once
+                        another request is queued behind this one (at most
+                        60 s), so that the next request could reuse this
+                        greenlet if mercy let it
+    /stream?chunks=N    N chunks of 64 KiB, produced as they are sent; the
+                        bytes produced so far are counted
+    /streamed           JSON {"bytes": bytes /stream has produced so far}
+    /spin?marker=PATH   writes this worker's pid to PATH, then loops on
+                        gevent.sleep(0) until mercy.is_shutting_down() (at most
+                        60 s): JSON {"pid", "saw_shutdown"}
 """
 
 import hashlib
 import json
 import os
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -36,13 +55,20 @@ import gevent
 import gevent.event
 from gevent import monkey
 
+import _mercy  # mercy's native module: only for /local?hold=1
 import mercy
+
+# Recorded at import: mercy monkey-patches before the app is imported.
+THREADING_PATCHED_AT_IMPORT = monkey.is_module_patched("threading")
 
 OUTPUT_DIR = os.environ.get("MERCY_TEST_DIR")
 TASK_STEPS = 20
 RELEASE_WAIT_SECONDS = 60.0
+STREAM_CHUNK = b"s" * 65536
 
 _barriers = {}
+_local = threading.local()
+_streamed = {"bytes": 0}
 
 
 def append_event(line):
@@ -61,10 +87,19 @@ def record_shutdown():
         append_event(f"shutdown {os.getpid()}")
 
 
-def slow_task(name, seconds):
-    """Tracked work: a file written over `seconds`, complete only at the end."""
+def wait_for(path):
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while path and not os.path.exists(path) and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+
+
+def slow_task(name, seconds, release):
+    """Tracked work: a file written over `seconds` once `release` exists,
+    complete only at the end."""
     with open(os.path.join(OUTPUT_DIR, f"task-{name}.txt"), "w") as file:
         file.write(f"start {os.getpid()}\n")
+        file.flush()
+        wait_for(release)
         for step in range(TASK_STEPS):
             file.flush()
             time.sleep(seconds / TASK_STEPS)  # patched: yields to the hub
@@ -121,18 +156,46 @@ def _body(start_response, environ, query):
 
 
 def _slow(query):
-    marker = query.get("marker", [None])[0]
-    release = query.get("release", [None])[0]
-    seconds = float(query.get("seconds", ["0"])[0])
+    _write_pid(query.get("marker", [None])[0])
+    wait_for(query.get("release", [None])[0])
+    gevent.sleep(float(query.get("seconds", ["0"])[0]))
+
+
+def _write_pid(marker):
     if marker:
         with open(marker + ".tmp", "w") as file:
             file.write(str(os.getpid()))
         os.rename(marker + ".tmp", marker)
-    if release:
+
+
+def _local_route(start_response, query):
+    _write_pid(query.get("marker", [None])[0])
+    seen = getattr(_local, "value", None)
+    if "set" in query:
+        _local.value = query["set"][0]
+    if query.get("hold"):
         deadline = time.monotonic() + RELEASE_WAIT_SECONDS
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            gevent.sleep(0.02)
-    gevent.sleep(seconds)
+        while not _mercy.requests_waiting() and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+    return _json(start_response, "200 OK", {"seen": seen})
+
+
+def _stream(start_response, query):
+    chunks = int(query["chunks"][0])
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(chunks * len(STREAM_CHUNK)))])
+    for _ in range(chunks):
+        _streamed["bytes"] += len(STREAM_CHUNK)
+        yield STREAM_CHUNK
+
+
+def _spin(start_response, query):
+    _write_pid(query.get("marker", [None])[0])
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while not mercy.is_shutting_down() and time.monotonic() < deadline:
+        gevent.sleep(0)
+    return _json(start_response, "200 OK",
+                 {"pid": os.getpid(), "saw_shutdown": mercy.is_shutting_down()})
 
 
 def application(environ, start_response):
@@ -142,7 +205,16 @@ def application(environ, start_response):
     if path == "/pid":
         return _json(start_response, "200 OK",
                      {"pid": os.getpid(), "worker_id": mercy.worker_id(),
-                      "threading_patched": monkey.is_module_patched("threading")})
+                      "threading_patched": monkey.is_module_patched("threading"),
+                      "threading_patched_at_import": THREADING_PATCHED_AT_IMPORT})
+    if path == "/local":
+        return _local_route(start_response, query)
+    if path == "/stream":
+        return _stream(start_response, query)
+    if path == "/streamed":
+        return _json(start_response, "200 OK", dict(_streamed))
+    if path == "/spin":
+        return _spin(start_response, query)
     if path == "/barrier":
         return _barrier(start_response, query)
     if path == "/body":
@@ -154,11 +226,12 @@ def application(environ, start_response):
         if not OUTPUT_DIR:
             return _respond(start_response, "500 Internal Server Error", b"no MERCY_TEST_DIR")
         seconds = float(query.get("seconds", ["2"])[0])
+        release = query.get("release", [None])[0]
         if path == "/spawn":
-            mercy.spawn(slow_task, "spawn", seconds)
+            mercy.spawn(slow_task, "spawn", seconds, release)
         else:
             group = mercy.TaskGroup()
-            group.spawn(slow_task, "group-a", seconds)
-            group.spawn(slow_task, "group-b", seconds)
+            group.spawn(slow_task, "group-a", seconds, release)
+            group.spawn(slow_task, "group-b", seconds, release)
         return _json(start_response, "200 OK", {"pid": os.getpid()})
     return _respond(start_response, "404 Not Found", b"not found")
