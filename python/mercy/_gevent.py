@@ -6,6 +6,8 @@ the dispatcher greenlet below watches that eventfd, wakes the greenlets
 whose answers are in, and starts request greenlets (at most --gevent N).
 Not for apps to import."""
 
+import sys
+
 import gevent
 import gevent.event
 
@@ -90,6 +92,11 @@ def harakiri(core, sequence):
     if greenlet is None:
         return "(the request greenlet is gone)"
     frame = greenlet.gr_frame
+    if frame is None and not greenlet.dead:
+        # A greenlet has no frame of its own while it runs: this one holds
+        # the hub's thread (a CPU loop, a call that blocks without
+        # yielding), whose current frame is the greenlet's.
+        frame = sys._current_frames().get(_engine.hub.thread_ident)
     stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
 
     def stop():
