@@ -7,6 +7,8 @@ whose answers are in, and starts one greenlet per request (at most
 --gevent N at once).
 Not for apps to import."""
 
+import sys
+
 import gevent
 import gevent.event
 
@@ -104,6 +106,11 @@ def harakiri(core, sequence):
     if greenlet is None:
         return "(the request greenlet is gone)"
     frame = greenlet.gr_frame
+    if frame is None and not greenlet.dead:
+        # A greenlet has no frame of its own while it runs: this one holds
+        # the hub's thread (a CPU loop, a call that blocks without
+        # yielding), whose current frame is the greenlet's.
+        frame = sys._current_frames().get(_engine.hub.thread_ident)
     stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
 
     def stop():

@@ -145,6 +145,8 @@ def harakiri(core, sequence):
     """Request slot `core` passed --harakiri: returns the Python stack of
     its thread (or greenlet) and raises mercy.HarakiriTimeout in it, if it
     is still in the same request."""
+    if _mercy.core_request(core) != (sequence, True):
+        return "(the request ended before its stack was taken)"
     if _mercy.mode() == "gevent":
         from mercy import _gevent
 
