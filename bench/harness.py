@@ -1243,7 +1243,13 @@ def write_report(results: dict, facts: dict, settings: Settings, out: str, chart
 
     lines += ["## Where mercy is behind", ""]
     lines += [f"- {gap}" for gap in gaps] or ["- nowhere in this run"]
-    lines.append("")
+    lines += [
+        "",
+        "Where a mercy worker's CPU time goes per request, by thread and kind of work "
+        "(perf samples with call stacks): [profile.md](profile.md), made by "
+        "`bash bench/profile.sh` at the end of each full run.",
+        "",
+    ]
     commands_section(results, lines, settings)
 
     path = os.path.join(out, "results.md")

@@ -7,7 +7,9 @@
 #      wrk (Debian) and oha (crates.io), if missing;
 #   2. builds mercy and bench/ceiling in release mode;
 #   3. runs bench/harness.py: every scenario against every server, servers
-#      alternated, a warm-up, --rounds rounds, the median reported.
+#      alternated, a warm-up, --rounds rounds, the median reported;
+#   4. runs bench/profile.sh: where a mercy worker's CPU time goes per
+#      request (bench/profile.md).
 #
 # Usage: bash bench/run.sh [--smoke] [--rounds N] [harness options...]
 #   --smoke   one short round, mercy and gunicorn, hello world only; checks
@@ -151,4 +153,6 @@ if ((smoke)); then
 else
     "$VENV/bin/python" "$BENCH/harness.py" --rounds "$rounds" --run-args="$run_args" \
         "${harness_args[@]}"
+    # Where a worker's CPU time goes, for the goals the tables show missed.
+    bash "$BENCH/profile.sh" || say "profiling failed: bench/profile.md not updated"
 fi
