@@ -1506,20 +1506,23 @@ def serving_generations(server) -> dict[int, int]:
     return {worker_id: generation for worker_id, generation in alive.values()}
 
 
-def test_sigttin_during_a_reload_adds_the_worker_when_the_reload_ends(mercy, tmp_path):
-    """2 workers, an app whose import waits for a gate: SIGHUP, then
-    SIGTTIN while the new generation is loading. The reload still ends
-    (`reload_done`), the extra worker is started after it, in the new
-    generation, so 3 workers of generation 2 serve; a later SIGHUP reload
-    works too. (Before, the extra worker joined the old generation, the new
-    one never counted 3 ready workers, and reloads stalled for good.)"""
+@pytest.mark.parametrize("reload", [signal.SIGHUP, signal.SIGUSR2], ids=["full", "chain"])
+def test_sigttin_during_a_reload_adds_the_worker_when_the_reload_ends(
+        mercy, tmp_path, reload):
+    """2 workers, an app whose import waits for a gate: SIGHUP (or SIGUSR2,
+    a chain reload), then SIGTTIN while the new generation is loading. The
+    reload still ends (`reload_done`), the extra worker is started after
+    it, in the new generation, so 3 workers of generation 2 serve; a later
+    SIGHUP reload works too. (Before, in a full reload, the extra worker
+    joined the old generation, the new one never counted 3 ready workers,
+    and reloads stalled for good.)"""
     app, gate = gated_app(tmp_path)
     server = mercy("--wsgi-file", app, "--processes", "2", "--threads", "2")
     first = set(server.worker_pids().values())
     gate.unlink()
 
-    server.send_signal(signal.SIGHUP)
-    server.wait_event("spawned", count=2, generation=2)
+    server.send_signal(reload)
+    server.wait_event("spawned", generation=2)
     server.send_signal(signal.SIGTTIN)
     wait_until(lambda: "one more worker" in server.text(), 30, "SIGTTIN to be handled")
     gate.touch()
