@@ -390,9 +390,11 @@ def check_chain_reload(records: list[dict], generation: int, processes: int):
     the new worker was ready before the old one was told to retire, and the
     next slot's worker was spawned only after the old worker of the
     previous slot was gone."""
-    progress = [records[i]["slot"] for i in
-                index_of(records, "reload_progress", generation=generation, mode="chain")]
-    assert progress == list(range(1, processes + 1)), progress
+    slots = []
+    for i in index_of(records, "reload_progress", generation=generation, mode="chain"):
+        if not slots or slots[-1] != records[i]["slot"]:
+            slots.append(records[i]["slot"])
+    assert slots == list(range(1, processes + 1)), slots
     previous_gone = None
     for slot in range(1, processes + 1):
         spawned = index_of(records, "spawned", generation=generation, **{"worker.id": slot})
@@ -512,44 +514,207 @@ def test_chain_reloads_under_load_fail_no_request_and_keep_at_most_one_extra_wor
     server.assert_no_events("reload_failed", "mercy_expired", "killed", "died")
 
 
+def progress_counts(server, generation: int) -> list[tuple]:
+    """The (slot, ready, draining, gone, total) of each `reload_progress`
+    event of the reload to `generation`, in order (slot None in a full
+    reload)."""
+    return [
+        (r.get("slot"), int(r["ready"]), int(r["draining"]), int(r["gone"]), int(r["total"]))
+        for r in server.events("reload_progress", generation=generation)
+    ]
+
+
+def test_reload_progress_counts_ready_draining_and_gone(mercy):
+    """2 workers: a SIGHUP reload logs `reload_progress` with ready,
+    draining, gone and total on each change: the new workers get ready one
+    by one, then both old ones drain and go; a SIGUSR2 chain reload does
+    the same slot by slot. The last progress before `reload_done` says
+    ready=2, draining=0, gone=2."""
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "2")
+
+    server.send_signal(signal.SIGHUP)
+    [done] = server.wait_event("reload_done")
+    full = progress_counts(server, 2)
+    assert full == [
+        (None, 0, 0, 0, 2), (None, 1, 0, 0, 2), (None, 2, 0, 0, 2),
+        (None, 2, 2, 0, 2), (None, 2, 1, 1, 2), (None, 2, 0, 2, 2),
+    ], full
+    records = server.records()
+    progress = index_of(records, "reload_progress", generation=2)
+    assert progress[-1] < server.event_index(done)
+    assert {records[i]["mode"] for i in progress} == {"full"}
+
+    server.send_signal(signal.SIGUSR2)
+    [*_, done] = server.wait_event("reload_done", count=2)
+    assert done["mode"] == "chain"
+    chain = progress_counts(server, 3)
+    assert chain == [
+        (1, 0, 0, 0, 2), (1, 1, 1, 0, 2), (1, 1, 0, 1, 2),
+        (2, 1, 0, 1, 2), (2, 2, 1, 1, 2), (2, 2, 0, 2, 2),
+    ], chain
+    records = server.records()
+    progress = index_of(records, "reload_progress", generation=3)
+    assert progress[-1] < server.event_index(done)
+    assert {records[i]["mode"] for i in progress} == {"chain"}
+    server.assert_no_events("reload_failed", "killed")
+
+
 def test_max_requests_recycles_every_worker_without_a_reset(mercy):
-    """--max-requests 20, 2 workers, 8 keep-alive clients sending 2000
-    requests in all: no reset, no empty reply, no error; every worker that
-    served 20 requests is replaced (`recycling` naming --max-requests, then
-    `retired` once its replacement is ready), and no slot ever has more
+    """--max-requests 20, 2 workers, 8 keep-alive clients sending requests
+    without pause, 2000 at least and on until every worker of the first
+    generation was replaced: no reset, no empty reply, no error; each
+    first-generation worker is recycled (`recycling` naming
+    --max-requests) and `retired` once its replacement is ready; every
+    worker that served 20 requests is recycled, and no slot ever has more
     than a serving worker and one loading replacement.
 
-    Which worker accepts a connection is the kernel's choice: a burst of
-    connections can all land on one worker (see docs/operations.md), so
-    the test requires recycling of the workers that reached the limit, and
-    at least one worker of the first generation among them."""
+    The clients go on past 2000 requests when needed because which worker
+    accepts a connection is the kernel's choice: 8 connections opened at
+    once can all land on one worker, and a worker that reached its limit
+    serves on until its replacement is ready, which can take longer than
+    2000 requests. The connections it closes then land elsewhere."""
     processes = 2
     server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
                    "--max-requests", "20")
     first = set(server.worker_pids().values())
-    loops = [ClientLoop(server.port, keep_alive=True, limit=250) for _ in range(8)]
+    loops = [ClientLoop(server.port, keep_alive=True) for _ in range(8)]
     for loop in loops:
         loop.start()
-    for loop in loops:
-        loop.join(timeout=300)
-        assert not loop.is_alive(), "a client loop did not finish"
+    try:
+        wait_until(lambda: sum(loop.sent for loop in loops) >= 2000, 300, "2000 requests")
+        for pid in first:
+            server.wait_event("retired", worker_pid=pid, timeout=120)
+    finally:
+        for loop in loops:
+            loop.stop()
 
     failures = [failure for loop in loops for failure in loop.failures]
     assert failures == [], failures[:20]
     answered = Counter()
     for loop in loops:
         answered.update(loop.pids)
-    assert sum(answered.values()) == 2000
+    assert sum(answered.values()) >= 2000
     limit_reached = {pid for pid, count in answered.items() if count >= 20}
-    assert limit_reached & first, answered
+    assert limit_reached >= first, answered
     recycled = server.wait_event("recycling", count=len(limit_reached))
     assert {int(r["worker.pid"]) for r in recycled} >= limit_reached, (answered, recycled)
     assert all("max-requests" in str(r.get("reason")) for r in recycled), recycled[:3]
-    for pid in limit_reached & first:
-        server.wait_event("retired", worker_pid=pid)
     assert len(set(answered) - first) >= 1, answered
     peak = max_not_retiring_per_slot(server.records())
     assert peak <= 2, f"a slot had {peak} workers not told to retire at once"
+    server.assert_no_events("killed", "died", "mercy_expired", "respawned")
+
+
+def test_max_requests_delta_spreads_the_limits_by_worker_id(mercy):
+    """--max-requests 5 --max-requests-delta 5, 2 workers of 1 thread:
+    worker i is recycled after 5 + i * 5 requests (uWSGI's formula), so
+    the `recycling` reason names 10 for worker 1 and 15 for worker 2; the
+    replacements keep their slot's limit; no request fails."""
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "1",
+                   "--max-requests", "5", "--max-requests-delta", "5")
+    first = server.worker_pids()
+    loop = ClientLoop(server.port, keep_alive=False)
+    loop.start()
+    try:
+        for pid in first.values():
+            server.wait_event("recycling", worker_pid=pid, timeout=120)
+            server.wait_event("retired", worker_pid=pid, timeout=120)
+        server.wait_event("recycling", count=3, timeout=120)
+    finally:
+        loop.stop()
+
+    assert loop.failures == [], loop.failures[:10]
+    expected = {1: "--max-requests (10) reached", 2: "--max-requests (15) reached"}
+    for record in server.events("recycling"):
+        assert record["reason"] == expected[int(record["worker.id"])], record
+    server.assert_no_events("killed", "died", "mercy_expired")
+
+
+def test_max_worker_lifetime_replaces_each_worker_ready_first(mercy):
+    """--max-worker-lifetime 4 with --max-worker-lifetime-delta 1, 2
+    workers, while a keep-alive client and a connection-per-request client
+    send requests without pause: each worker of the first generation is
+    recycled with a reason naming --max-worker-lifetime and its own limit
+    (worker i after 4 + i seconds), its replacement is ready before it is
+    told to retire, it retires (never killed), and no request fails."""
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "2",
+                   "--max-worker-lifetime", "4", "--max-worker-lifetime-delta", "1")
+    first = server.worker_pids()
+    loops = [ClientLoop(server.port, keep_alive=True), ClientLoop(server.port, keep_alive=False)]
+    for loop in loops:
+        loop.start()
+    try:
+        for pid in first.values():
+            server.wait_event("retired", worker_pid=pid, timeout=120)
+        for loop in loops:
+            wait_until(lambda: loop.saw(set(server.worker_pids().values())), 60,
+                       "an answer from a replacement")
+    finally:
+        for loop in loops:
+            loop.stop()
+
+    for loop in loops:
+        assert loop.failures == [], f"keep_alive={loop.keep_alive}: {loop.failures[:10]}"
+    records = server.records()
+    for worker_id, pid in first.items():
+        [recycling] = index_of(records, "recycling", **{"worker.pid": pid})
+        limit = f"--max-worker-lifetime ({4 + worker_id}s)"
+        assert limit in str(records[recycling]["reason"]), records[recycling]
+        replacement = next(
+            i for i in index_of(records, "spawned", **{"worker.id": worker_id})
+            if i > recycling)
+        [ready] = index_of(records, "ready", **{"worker.pid": records[replacement]["worker.pid"]})
+        [retiring] = index_of(records, "retiring", **{"worker.pid": pid})
+        assert recycling < ready < retiring, (worker_id, recycling, ready, retiring)
+    server.assert_no_events("killed", "died", "mercy_expired", "respawned")
+
+
+GROWING_APP = """
+import sys
+sys.path.insert(0, {apps!r})
+from ops_app import application as ops_application
+
+held = []
+
+
+def application(environ, start_response):
+    # /grow?mb=N keeps N more megabytes resident in this worker.
+    if environ["PATH_INFO"] == "/grow":
+        megabytes = int(environ["QUERY_STRING"].partition("=")[2])
+        held.append(b"\x01" * (megabytes << 20))
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+    return ops_application(environ, start_response)
+"""
+
+
+def test_reload_on_rss_replaces_a_worker_past_the_limit(mercy, tmp_path):
+    """--reload-on-rss 200 with one worker: after the app makes the worker
+    hold 300 MB more, the worker is recycled with a reason naming
+    --reload-on-rss, its replacement is ready before it retires, and the
+    replacement (small again) serves and is not recycled."""
+    app = tmp_path / "growing_app.py"
+    app.write_text(GROWING_APP.format(apps=str(APPS)))
+    stats_port = free_port()
+    server = mercy("--wsgi-file", app, "--processes", "1", "--threads", "2",
+                   "--reload-on-rss", "200", "--stats", f"127.0.0.1:{stats_port}")
+    [old_pid] = server.worker_pids().values()
+    [worker] = stats_document(("127.0.0.1", stats_port))["workers"]
+    assert worker["rss"] < 150 << 20, f"the worker starts at {worker['rss'] >> 20} MB"
+    assert server.get("/grow?mb=300").status == 200
+
+    [recycling] = server.wait_event("recycling", worker_pid=old_pid)
+    assert "--reload-on-rss" in str(recycling["reason"]), recycling
+    assert "limit 200 MB" in str(recycling["reason"]), recycling
+    server.wait_event("retired", worker_pid=old_pid)
+    [new_pid] = server.worker_pids().values()
+    assert new_pid != old_pid
+    assert server.get("/pid").json()["pid"] == new_pid
+    records = server.records()
+    [ready] = index_of(records, "ready", **{"worker.pid": new_pid})
+    [retiring] = index_of(records, "retiring", **{"worker.pid": old_pid})
+    assert ready < retiring
+    assert len(server.events("recycling")) == 1, server.events("recycling")
     server.assert_no_events("killed", "died", "mercy_expired", "respawned")
 
 
@@ -901,23 +1066,289 @@ def test_stats_http_serves_the_document_to_uwsgitop_over_http(mercy):
     assert "Traceback" not in screen, screen[-3000:]
 
 
+def metrics(port: int) -> dict:
+    """Fetches and strictly parses the Prometheus text."""
+    status, headers, body = http_get_raw(port, "/metrics")
+    assert status == 200
+    assert headers.get("content-type", "").startswith("text/plain"), headers
+    return parse_prometheus(body.decode("utf-8"))
+
+
+def samples_by_worker(families: dict, name: str, **labels) -> dict[int, float]:
+    """pid -> value of a per-worker family's samples (with these labels)."""
+    return {
+        int(sample_labels["pid"]): value
+        for _, sample_labels, value in families[name]["samples"]
+        if all(sample_labels.get(k) == str(v) for k, v in labels.items())
+    }
+
+
+def single_value(families: dict, name: str) -> float | None:
+    samples = families[name]["samples"]
+    assert len(samples) <= 1, samples
+    return samples[0][2] if samples else None
+
+
+def test_metrics_expose_the_figures_of_the_stats_document(mercy, tmp_path):
+    """--metrics and --stats, 2 workers x 2 threads, one request held on a
+    thread, and one worker killed from outside (so its slot was respawned
+    once): for each worker the Prometheus text gives the same status, cores,
+    busy cores and in_request per core, last spawn time, respawn and
+    harakiri counts, requests, accepting, a vsz and a running time as the
+    stats document; the top-level generation and forced kills match too.
+    No reload has run yet, so the last-reload families have no sample."""
+    stats_port, metrics_port = free_port(), free_port()
+    server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "2",
+                   "--stats", f"127.0.0.1:{stats_port}", "--metrics",
+                   f"127.0.0.1:{metrics_port}")
+    victim = server.worker_pids()[2]
+    os.kill(victim, signal.SIGKILL)
+    server.wait_event("died", worker_pid=victim)
+    server.wait_event("ready", count=3)
+    for _ in range(10):
+        assert server.get("/pid").status == 200
+    marker, release = tmp_path / "held", tmp_path / "release"
+    held = held_request(server.port, b"/hold/metrics", marker, release)
+    try:
+        wait_for_file(marker)
+        busy_pid = int(marker.read_text())
+
+        def settled():
+            document = stats_document(("127.0.0.1", stats_port))
+            busy = sum(c["in_request"] for w in document["workers"] for c in w["cores"])
+            requests = sum(w["requests"] for w in document["workers"])
+            return document if busy == 1 and requests >= 10 else None
+        document = wait_until(settled, 30, "the held request and 10 requests in the stats")
+        families = metrics(metrics_port)
+    finally:
+        release.touch()
+        held["thread"].join(timeout=120)
+    assert held["data"].startswith(b"HTTP/1.1 200 "), held
+
+    workers = {w["pid"]: w for w in document["workers"]}
+    assert len(workers) == 2
+    assert single_value(families, "mercy_generation") == document["generation"]
+    assert single_value(families, "mercy_forced_kills_total") == document["forced_kills"] == 0
+    for name in ("mercy_last_reload_success", "mercy_last_reload_timestamp_seconds"):
+        assert single_value(families, name) is None, families[name]
+    figures = {
+        "mercy_worker_requests_total": "requests",
+        "mercy_worker_last_spawn_timestamp_seconds": "last_spawn",
+        "mercy_worker_respawns_total": "respawn_count",
+        "mercy_worker_harakiri_total": "harakiri_count",
+        "mercy_worker_accepting": "accepting",
+    }
+    for name, field in figures.items():
+        assert samples_by_worker(families, name) == {
+            pid: w[field] for pid, w in workers.items()}, name
+    assert sorted(samples_by_worker(families, "mercy_worker_respawns_total").values()) == [0, 1]
+    for name in ("mercy_worker_vsz_bytes", "mercy_worker_rss_bytes"):
+        assert all(v > 0 for v in samples_by_worker(families, name).values()), name
+    assert set(samples_by_worker(families, "mercy_worker_running_time_microseconds_total")) == (
+        set(workers))
+    assert samples_by_worker(families, "mercy_worker_cores") == {pid: 2 for pid in workers}
+    assert samples_by_worker(families, "mercy_worker_busy_cores") == {
+        pid: int(pid == busy_pid) for pid in workers}
+    in_request = [(int(labels["pid"]), value)
+                  for _, labels, value in families["mercy_core_in_request"]["samples"]]
+    assert sorted(in_request) == sorted(
+        (pid, core["in_request"]) for pid, w in workers.items() for core in w["cores"])
+    for pid, worker in workers.items():
+        current = samples_by_worker(families, "mercy_worker_status", status=worker["status"])
+        assert current[pid] == 1, (pid, worker["status"])
+        others = [value for _, labels, value in families["mercy_worker_status"]["samples"]
+                  if labels["pid"] == str(pid) and labels["status"] != worker["status"]]
+        assert others and set(others) == {0}, others
+    assert workers[busy_pid]["status"] == "busy"
+
+
+RELOADABLE_APP = """
+import sys
+sys.path.insert(0, {apps!r})
+from ops_app import application  # noqa: E402,F401
+"""
+
+
+def test_last_reload_in_stats_and_metrics_after_a_good_and_a_failed_reload(mercy, tmp_path):
+    """A good SIGHUP reload: the stats' last_reload says result "done",
+    no error, generation 2, and Prometheus says success 1 with the same
+    time. Then the app file is broken and SIGHUP again: `reload_failed`,
+    last_reload says "failed" with the app's error and generation 3, and
+    Prometheus success 0; generation 2 keeps serving. Repaired, a third
+    reload is "done" again (generation 3: a failed generation never
+    served, so its number is used again)."""
+    app = tmp_path / "app.py"
+    app.write_text(RELOADABLE_APP.format(apps=str(APPS)))
+    stats_port, metrics_port = free_port(), free_port()
+    server = mercy("--wsgi-file", app, "--processes", "2",
+                   "--stats", f"127.0.0.1:{stats_port}", "--metrics",
+                   f"127.0.0.1:{metrics_port}")
+    assert stats_document(("127.0.0.1", stats_port))["last_reload"] is None
+
+    def check(result: str, generation: int, error: str | None):
+        last = stats_document(("127.0.0.1", stats_port))["last_reload"]
+        assert last["result"] == result, last
+        assert last["generation"] == generation, last
+        if error is None:
+            assert last["error"] is None, last
+        else:
+            assert error in last["error"], last
+        families = metrics(metrics_port)
+        assert single_value(families, "mercy_last_reload_success") == int(result == "done")
+        assert single_value(families, "mercy_last_reload_timestamp_seconds") == last["at"]
+        assert single_value(families, "mercy_last_reload_generation") == generation
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    check("done", 2, None)
+
+    app.write_text('raise RuntimeError("broken deploy 4711")\n')
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_failed")
+    check("failed", 3, "broken deploy 4711")
+    serving = server.worker_pids()
+    assert server.get("/pid").json()["pid"] in serving.values()
+    assert serving_generations(server) == {1: 2, 2: 2}
+
+    app.write_text(RELOADABLE_APP.format(apps=str(APPS)))
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done", count=2)
+    check("done", 3, None)
+
+
+def uwsgi_packet(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    """A uwsgi-protocol request: header (modifier 0, block size, 0) and
+    the variable block."""
+    block = b"".join(struct.pack("<H", len(key)) + key + struct.pack("<H", len(value)) + value
+                     for key, value in pairs)
+    return struct.pack("<BHB", 0, len(block), 0) + block
+
+
+def held_raw(port: int, data: bytes, marker: Path) -> dict:
+    """Sends raw bytes in a thread and reads the answer until closed, like
+    held_request; waits until the app wrote `marker`."""
+    result: dict = {}
+
+    def run():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+                sock.sendall(data)
+                result["data"] = read_until_closed(sock)
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            result["error"] = f"{type(error).__name__}: {error}"
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    result["thread"] = thread
+    wait_for_file(marker)
+    return result
+
+
+def test_stats_stay_valid_json_with_raw_bytes_in_paths_and_headers(mercy, tmp_path):
+    """Raw bytes, not percent-encoded: a uwsgi-protocol request whose
+    PATH_INFO and a header hold \\xff, \\x01, ESC, NUL, quotes and backslashes,
+    and an HTTP request with \\xff\\xfe in a header value, are held in the app;
+    meanwhile HTTP requests with raw \\xff and control bytes in the path and
+    in a header are refused with 400, again and again. Every stats answer
+    read all along is strict UTF-8 JSON, and so is every log line; the
+    Prometheus text parses; the held requests get their raw path back."""
+    stats_path = tmp_path / "stats.sock"
+    uwsgi_port, metrics_port = free_port(), free_port()
+    server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "4",
+                   "--socket", f"127.0.0.1:{uwsgi_port}", "--stats", stats_path,
+                   "--metrics", f"127.0.0.1:{metrics_port}")
+    release = tmp_path / "release"
+    raw_path = b"/hold/\xff\xfe\x01\x1b[31m\x00\"q\"\\b\x7f"
+    query = f"marker={tmp_path / 'uwsgi'}&release={release}".encode()
+    uwsgi_request = uwsgi_packet([
+        (b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", raw_path), (b"QUERY_STRING", query),
+        (b"REQUEST_URI", raw_path + b"?" + query), (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"SERVER_NAME", b"localhost"), (b"SERVER_PORT", b"80"),
+        (b"HTTP_X_ODD", b"\xff\x01\x1b\x00\"\\"),
+    ])
+    http_query = f"?marker={tmp_path / 'http'}&release={release}".encode()
+    http_request = (b"GET /hold/odd-header" + http_query + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"X-Odd: \xff\xfe\x80\r\nConnection: close\r\n\r\n")
+    refused = [
+        b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /\x01\x1b[31m HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Odd: \x01\x7f\xff\r\n\r\n",
+    ]
+    held = []
+    stopping = threading.Event()
+    refusals: list[bytes] = []
+
+    def send_refused():
+        while not stopping.is_set():
+            for data in refused:
+                refusals.append(server.raw(data)[:12])
+
+    sender = threading.Thread(target=send_refused, daemon=True)
+    try:
+        held.append(held_raw(uwsgi_port, uwsgi_request, tmp_path / "uwsgi"))
+        held.append(held_raw(server.port, http_request, tmp_path / "http"))
+        sender.start()
+
+        def two_busy_cores():
+            document = json.loads(fetch_stats(stats_path).decode("utf-8"))
+            check_uwsgi_stats_shape(document, server.pid)
+            return sum(c["in_request"] for w in document["workers"] for c in w["cores"]) == 2
+        wait_until(two_busy_cores, 30, "2 busy cores in the stats")
+        for _ in range(30):
+            check_uwsgi_stats_shape(json.loads(fetch_stats(stats_path).decode("utf-8")),
+                                    server.pid)
+        families = metrics(metrics_port)
+        assert sum(v for _, _, v in families["mercy_worker_busy_cores"]["samples"]) == 2
+        wait_until(lambda: len(refusals) >= 9, 30, "refused requests")
+    finally:
+        stopping.set()
+        release.touch()
+        for result in held:
+            result["thread"].join(timeout=120)
+        if sender.is_alive():
+            sender.join(timeout=60)
+
+    assert set(refusals) == {b"HTTP/1.1 400"}, set(refusals)
+    uwsgi_answer, http_answer = (result.get("data", b"") for result in held)
+    assert uwsgi_answer.startswith(b"HTTP/1.1 200 "), held[0]
+    assert uwsgi_answer.endswith(raw_path), uwsgi_answer[-100:]
+    assert http_answer.startswith(b"HTTP/1.1 200 "), held[1]
+    check_uwsgi_stats_shape(json.loads(fetch_stats(stats_path).decode("utf-8")), server.pid)
+    bad_lines = [
+        line for line in server.log_path.read_bytes().split(b"\n")
+        if line.strip() and not _is_json_object(line)
+    ]
+    assert bad_lines == [], bad_lines[:5]
+
+
 # --- master FIFO, pidfile, scaling, log reopen ------------------------------------
 
 
 def test_fifo_letters_and_scaling_signals(mercy, tmp_path):
-    """The master FIFO (created by mercy) and --pidfile: `s` logs the stats
-    document; `+` and SIGTTIN add worker 3, `-` and SIGTTOU retire it; `-`
-    at one worker is refused; `r`, `R` and `w` each run a full graceful
+    """The master FIFO (created by mercy) and --pidfile: `P` writes the
+    pidfile again after it was removed; `s` logs the stats document; `+`
+    and SIGTTIN add worker 3, `-` and SIGTTOU retire it; `-` at one worker
+    is refused; `r`, `R` and `w` each run a full graceful
     reload, and so does touching the --touch-reload file; an unknown letter
-    is only logged; `q` stops gracefully (exit 0, pidfile removed)."""
+    is only logged; `q` stops gracefully (exit 0; the pidfile, the FIFO and
+    the --stats and --metrics unix sockets are removed)."""
     fifo = tmp_path / "control.fifo"
     pidfile = tmp_path / "mercy.pid"
+    stats_path = tmp_path / "stats.sock"
+    metrics_path = tmp_path / "metrics.sock"
     touch = tmp_path / "reload.touch"
     touch.write_text("")
     server = mercy("--wsgi-file", APP, "--processes", "2", "--master-fifo", fifo,
-                   "--pidfile", pidfile, "--touch-reload", touch)
+                   "--pidfile", pidfile, "--touch-reload", touch, "--stats", stats_path,
+                   "--metrics", metrics_path)
     assert wait_for_file(pidfile).read_text().strip() == str(server.pid)
     assert wait_for_file(fifo).is_fifo()
+    assert wait_for_file(stats_path).is_socket()
+    assert wait_for_file(metrics_path).is_socket()
+
+    pidfile.unlink()
+    fifo_send(fifo, b"P")
+    assert wait_for_file(pidfile).read_text() == f"{server.pid}\n"
 
     fifo_send(fifo, b"s")
 
@@ -974,7 +1405,239 @@ def test_fifo_letters_and_scaling_signals(mercy, tmp_path):
     assert stop.get("mode") == "graceful"
     server.wait_event("shutdown_done")
     assert not pidfile.exists()
+    assert not fifo.exists(), "the master FIFO was left behind"
+    assert not stats_path.exists(), "the stats socket was left behind"
+    assert not metrics_path.exists(), "the metrics socket was left behind"
     server.assert_no_events("killed", "died", "reload_failed")
+
+
+@pytest.mark.parametrize("option", ["--stats", "--http"])
+def test_unix_socket_paths_taken_by_others_are_refused(mercy, tmp_path, option):
+    """A unix socket path (--stats, or --http) that is a regular file:
+    mercy refuses to start (exit status 1) with an error that names the
+    path and says it is not a socket; the file is untouched and the master
+    FIFO, if it was made already, is removed again. A path where another
+    process accepts connections is refused too, naming it. A stale socket
+    file left by a killed instance is replaced, and removed when mercy
+    stops."""
+    http = option != "--http"
+    taken = tmp_path / "taken.sock"
+    taken.write_text("precious")
+    fifo = tmp_path / "control.fifo"
+    server = mercy("--wsgi-file", APP, option, taken, "--master-fifo", fifo,
+                   ready=0, http=http)
+    assert server.wait_exit() == 1
+    assert f"{taken} exists and is not a socket" in server.text(), server.tail()
+    assert taken.read_text() == "precious"
+    assert not fifo.exists()
+    server.assert_no_events("spawned")
+
+    busy = tmp_path / "busy.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(busy))
+        other.listen(8)
+        server = mercy("--wsgi-file", APP, option, busy, ready=0, http=http)
+        assert server.wait_exit() == 1
+        assert f"another process accepts connections on {busy}" in server.text(), (
+            server.tail())
+        assert busy.is_socket()
+
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as leftover:
+        leftover.bind(str(stale))
+    assert stale.is_socket()
+    server = mercy("--wsgi-file", APP, option, stale, http=http)
+    if option == "--stats":
+        assert stats_document(stale)["pid"] == server.pid
+    else:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(REQUEST_TIMEOUT)
+            client.connect(str(stale))
+            client.sendall(b"GET /pid HTTP/1.0\r\nHost: x\r\n\r\n")
+            assert read_until_closed(client).startswith(b"HTTP/1.1 200 ")
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert not stale.exists()
+
+
+GATED_APP = """
+import os
+import sys
+import time
+
+import mercy
+
+sys.path.insert(0, {apps!r})
+
+# The import waits while the gate file is missing (at most 120 s), in every
+# worker or only in worker GATE_WORKER: an app that is slow to load, for
+# exactly as long as the test wants.
+GATE = {gate!r}
+GATE_WORKER = {worker!r}
+if GATE_WORKER is None or mercy.worker_id() == GATE_WORKER:
+    deadline = time.monotonic() + 120
+    while not os.path.exists(GATE) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+from ops_app import application  # noqa: E402
+"""
+
+
+def gated_app(tmp_path: Path, worker: int | None = None) -> tuple[Path, Path]:
+    """An ops_app whose import waits for a gate file: (app, gate). The gate
+    exists at first, so that the first generation starts at once."""
+    gate = tmp_path / "import.gate"
+    gate.touch()
+    app = tmp_path / "gated_app.py"
+    app.write_text(GATED_APP.format(apps=str(APPS), gate=str(gate), worker=worker))
+    return app, gate
+
+
+def serving_generations(server) -> dict[int, int]:
+    """worker id -> generation of the workers ready and not leaving."""
+    alive: dict[int, tuple[int, int]] = {}
+    for record in server.records():
+        event = record.get("event")
+        if event == "ready":
+            alive[int(record["worker.pid"])] = (int(record["worker.id"]),
+                                                int(record["generation"]))
+        elif event in ("retiring", "retired", "killed", "died"):
+            alive.pop(int(record["worker.pid"]), None)
+    return {worker_id: generation for worker_id, generation in alive.values()}
+
+
+@pytest.mark.parametrize("reload", [signal.SIGHUP, signal.SIGUSR2], ids=["full", "chain"])
+def test_sigttin_during_a_reload_adds_the_worker_when_the_reload_ends(
+        mercy, tmp_path, reload):
+    """2 workers, an app whose import waits for a gate: SIGHUP (or SIGUSR2,
+    a chain reload), then SIGTTIN while the new generation is loading. The
+    reload still ends (`reload_done`), the extra worker is started after
+    it, in the new generation, so 3 workers of generation 2 serve; a later
+    SIGHUP reload works too. (Before, in a full reload, the extra worker
+    joined the old generation, the new one never counted 3 ready workers,
+    and reloads stalled for good.)"""
+    app, gate = gated_app(tmp_path)
+    server = mercy("--wsgi-file", app, "--processes", "2", "--threads", "2")
+    first = set(server.worker_pids().values())
+    gate.unlink()
+
+    server.send_signal(reload)
+    server.wait_event("spawned", generation=2)
+    server.send_signal(signal.SIGTTIN)
+    wait_until(lambda: "one more worker" in server.text(), 30, "SIGTTIN to be handled")
+    gate.touch()
+    [done] = server.wait_event("reload_done")
+    assert int(done["generation"]) == 2
+    [added] = server.wait_event("ready", worker_id=3)
+    assert int(added["generation"]) == 2, added
+    assert server.event_index(done) < server.event_index(added)
+    for pid in first:
+        server.wait_event("retired", worker_pid=pid)
+    assert serving_generations(server) == {1: 2, 2: 2, 3: 2}
+    pids = {server.get("/pid").json()["pid"] for _ in range(30)}
+    assert pids <= set(server.worker_pids().values())
+
+    server.send_signal(signal.SIGHUP)
+    [*_, done] = server.wait_event("reload_done", count=2)
+    assert int(done["generation"]) == 3
+    server.assert_no_events("reload_failed", "killed", "died")
+
+
+def test_sigttou_while_the_last_new_worker_loads_is_applied_after_the_reload(
+        mercy, tmp_path):
+    """2 workers, an app whose import waits for a gate in worker 2 only:
+    SIGHUP, then SIGTTOU once the new worker 1 is ready and the new worker
+    2 still loads. The reload ends with both new workers, then worker 2
+    retires: 1 worker of generation 2 serves. A later reload reads
+    --processes again and starts 2 workers. (Before, worker 2's loading
+    replacement was killed, the commit was never checked again and the
+    reload stalled for good.)"""
+    app, gate = gated_app(tmp_path, worker=2)
+    server = mercy("--wsgi-file", app, "--processes", "2", "--threads", "2")
+    gate.unlink()
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("ready", worker_id=1, generation=2)
+    server.wait_event("spawned", worker_id=2, generation=2)
+    server.send_signal(signal.SIGTTOU)
+    wait_until(lambda: "one worker fewer" in server.text(), 30, "SIGTTOU to be handled")
+    gate.touch()
+    [done] = server.wait_event("reload_done")
+    assert int(done["generation"]) == 2
+    [new_2] = server.wait_event("ready", worker_id=2, generation=2)
+    server.wait_event("retired", worker_pid=new_2["worker.pid"])
+    assert serving_generations(server) == {1: 2}
+
+    server.send_signal(signal.SIGHUP)
+    [*_, done] = server.wait_event("reload_done", count=2)
+    assert int(done["generation"]) == 3
+    wait_until(lambda: serving_generations(server) == {1: 3, 2: 3}, 60,
+               "2 workers of generation 3")
+    server.assert_no_events("reload_failed", "died")
+
+
+def test_reloads_requested_during_a_reload_coalesce_into_one(mercy, tmp_path):
+    """1 worker, an app whose import waits for a gate: SIGHUP starts
+    generation 2; three more SIGHUPs while it loads are each logged as
+    following it. Once the gate opens, generation 2 is done and exactly one
+    more reload follows (generation 3), then nothing: SIGWINCH's stats
+    line, logged after it, finds 2 `reload_started` in all."""
+    app, gate = gated_app(tmp_path)
+    server = mercy("--wsgi-file", app, "--processes", "1")
+    gate.unlink()
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("spawned", generation=2)
+
+    def follow_lines():
+        return [r for r in server.records()
+                if "it follows when this one ends" in str(r.get("message"))]
+    for number in range(1, 4):
+        # One at a time: the kernel merges a signal sent while the same
+        # one is still pending.
+        server.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(follow_lines()) == number, 30,
+                   f"reload request {number} logged as following")
+    gate.touch()
+    [*_, done] = server.wait_event("reload_done", count=2)
+    assert int(done["generation"]) == 3
+
+    server.send_signal(signal.SIGWINCH)
+    wait_until(lambda: any(r.get("message") == "stats" for r in server.records()), 30,
+               "the stats line that SIGWINCH asks for")
+    started = server.events("reload_started")
+    assert [int(r["generation"]) for r in started] == [2, 3], started
+    assert serving_generations(server) == {1: 3}
+
+
+def test_second_sigterm_makes_the_shutdown_fast_and_sigquit_is_fast(mercy, tmp_path):
+    """A request held in the app keeps a SIGTERM shutdown draining; a second
+    SIGTERM escalates it: `shutdown_started` with mode fast, the worker is
+    killed after its second, mercy exits 0. A second instance stopped with
+    SIGQUIT shuts down fast at once and exits 0."""
+    server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2")
+    [pid] = server.worker_pids().values()
+    marker, release = tmp_path / "held", tmp_path / "release"
+    held = held_request(server.port, b"/hold/shutdown", marker, release)
+    wait_for_file(marker)
+
+    server.send_signal(signal.SIGTERM)
+    server.wait_event("retiring", worker_pid=pid)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    modes = [r.get("mode") for r in server.events("shutdown_started")]
+    assert modes == ["graceful", "fast"], modes
+    [killed] = server.events("killed", worker_pid=pid)
+    assert killed["reason"] == "fast shutdown", killed
+    server.wait_event("shutdown_done")
+    release.touch()
+    held["thread"].join(timeout=60)
+
+    other = mercy("--wsgi-file", APP, "--processes", "2")
+    other.send_signal(signal.SIGQUIT)
+    assert other.wait_exit() == 0
+    assert [r.get("mode") for r in other.events("shutdown_started")] == ["fast"]
+    other.wait_event("shutdown_done")
 
 
 def _serve_each_worker(port: int, workers: set[int], text: str):
@@ -1099,10 +1762,15 @@ def test_systemd_notify_sees_ready_reloading_ready_and_stopping(mercy, tmp_path)
     """With NOTIFY_SOCKET, the master sends READY=1 when its workers are
     ready, RELOADING=1 (with MONOTONIC_USEC) then READY=1 again around a
     SIGHUP reload and around a chain reload, and STOPPING=1 on SIGTERM.
+    During each reload, STATUS= lines give the ready, draining and gone
+    counts. A failed reload (a broken app file) ends with READY=1 too, its
+    STATUS saying that the reload failed and which generation serves.
     Workers do not inherit NOTIFY_SOCKET."""
     notify = NotifySocket(tmp_path / "notify.sock")
+    app = tmp_path / "app.py"
+    app.write_text(RELOADABLE_APP.format(apps=str(APPS)))
     try:
-        server = mercy("--wsgi-file", APP, "--processes", "2",
+        server = mercy("--wsgi-file", app, "--processes", "2",
                        env={"NOTIFY_SOCKET": str(notify.path)})
         [ready] = notify.wait_for("READY")
         assert ready["READY"] == "1" and "STATUS" in ready
@@ -1118,6 +1786,21 @@ def test_systemd_notify_sees_ready_reloading_ready_and_stopping(mercy, tmp_path)
         server.send_signal(signal.SIGUSR2)
         server.wait_event("reload_done", count=2)
         notify.wait_for("READY", count=3)
+        statuses = [m["STATUS"] for m in notify.messages if set(m) == {"STATUS"}]
+        for status in (
+            "reload to generation 2: 2 of 2 new workers ready, 2 draining, 0 gone",
+            "reload to generation 2: 2 of 2 new workers ready, 0 draining, 2 gone",
+            "chain reload to generation 3, worker 2 of 2: "
+            "2 of 2 new workers ready, 0 draining, 2 gone",
+        ):
+            assert status in statuses, (status, statuses)
+
+        app.write_text('raise RuntimeError("broken deploy")\n')
+        server.send_signal(signal.SIGHUP)
+        server.wait_event("reload_failed")
+        [*_, failed] = notify.wait_for("READY", count=4)
+        assert failed["STATUS"].startswith("reload failed; generation 3 serves"), failed
+        assert "broken deploy" in failed["STATUS"], failed
 
         server.send_signal(signal.SIGTERM)
         assert server.wait_exit() == 0
@@ -1129,8 +1812,8 @@ def test_systemd_notify_sees_ready_reloading_ready_and_stopping(mercy, tmp_path)
     kinds = [next(k for k in ("READY", "RELOADING", "STOPPING", "STATUS") if k in m)
              for m in notify.messages]
     compact = [k for i, k in enumerate(kinds) if k != "STATUS" and (i == 0 or kinds[i - 1] != k)]
-    assert compact == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"], (
-        notify.messages)
+    assert compact == ["READY", "RELOADING", "READY", "RELOADING", "READY",
+                       "RELOADING", "READY", "STOPPING"], notify.messages
 
 
 ACTIVATION_WRAPPER = """

@@ -29,6 +29,8 @@ pub enum Command {
     RemoveWorker,
     /// Write the stats document to the log.
     LogStats,
+    /// Write the pidfile again.
+    WritePidfile,
 }
 
 /// The signal table (DESIGN.md section 4).
@@ -67,6 +69,7 @@ pub fn for_fifo_letter(letter: u8) -> Option<Command> {
         b'+' => Command::AddWorker,
         b'-' => Command::RemoveWorker,
         b's' => Command::LogStats,
+        b'P' => Command::WritePidfile,
         _ => return None,
     })
 }
@@ -218,6 +221,7 @@ mod tests {
         assert_eq!(for_fifo_letter(b'q'), Some(Command::Shutdown));
         assert_eq!(for_fifo_letter(b'Q'), Some(Command::FastShutdown));
         assert_eq!(for_fifo_letter(b'+'), Some(Command::AddWorker));
+        assert_eq!(for_fifo_letter(b'P'), Some(Command::WritePidfile));
         assert_eq!(for_fifo_letter(b'x'), None);
     }
 }

@@ -5,11 +5,13 @@
 //! instance's lifecycle is the [`Phase`] enum.
 
 mod commands;
+mod progress;
 mod replace;
 mod sockets;
 mod spawn;
 mod stats;
 mod systemd;
+mod vacuum;
 mod workers;
 
 use std::collections::HashMap;
@@ -85,6 +87,22 @@ struct ReloadRecord {
     generation: u64,
 }
 
+/// The counts of a running reload, as last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReloadCounts {
+    generation: u64,
+    /// Workers of the new generation that are ready.
+    ready: usize,
+    /// Workers of older generations told to retire and not gone yet.
+    draining: usize,
+    /// Workers of older generations gone since the reload started.
+    gone: u32,
+    /// Slots.
+    total: u32,
+    /// The slot a chain reload is replacing.
+    slot: Option<u32>,
+}
+
 /// Why a worker process is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SpawnReason {
@@ -132,6 +150,14 @@ struct Master {
     workers: Workers,
     /// Another reload was requested while one ran (true: a chain reload).
     reload_pending: Option<bool>,
+    /// Workers added (positive) or removed (negative) with SIGTTIN and
+    /// SIGTTOU while the workers were starting or reloading: applied when
+    /// that ends, since a reload counts on a fixed number of slots.
+    scale_pending: i32,
+    /// Workers of older generations gone since the running reload began.
+    reload_gone: u32,
+    /// The reload counts last logged, so that each change is logged once.
+    reload_reported: Option<ReloadCounts>,
     /// Slots waiting to be respawned, with the time they may start.
     respawns: Vec<(u32, Instant)>,
     /// Per slot: consecutive quick deaths, for the respawn backoff.
@@ -159,6 +185,9 @@ impl Master {
             generation: 1,
             workers: Workers::default(),
             reload_pending: None,
+            scale_pending: 0,
+            reload_gone: 0,
+            reload_reported: None,
             respawns: Vec::new(),
             quick_deaths: vec![0; slots + 1],
             killed_count: 0,
@@ -177,18 +206,27 @@ impl Master {
             &self.config.touch_chain_reload,
         )
         .map_err(|error| anyhow::anyhow!("cannot set up the master's controls: {error}"))?;
+        let _fifo_file = self
+            .config
+            .master_fifo
+            .as_deref()
+            .and_then(vacuum::OwnedFile::record);
         let stats_listener = match &self.config.stats {
             Some(address) => Some(stats::StatsListener::bind(address).await.map_err(|error| {
                 anyhow::anyhow!("cannot listen for --stats on {address}: {error}")
             })?),
             None => None,
         };
+        let _stats_file = stats_listener.as_ref().and_then(stats::StatsListener::file);
         let metrics_listener = match &self.config.metrics {
             Some(address) => Some(stats::StatsListener::bind(address).await.map_err(|error| {
                 anyhow::anyhow!("cannot listen for --metrics on {address}: {error}")
             })?),
             None => None,
         };
+        let _metrics_file = metrics_listener
+            .as_ref()
+            .and_then(stats::StatsListener::file);
         let stats_framing = if self.config.stats_http {
             stats::Framing::Http {
                 content_type: "application/json",
@@ -254,8 +292,9 @@ impl Master {
                 _ => self.shutdown(RetireMode::Fast),
             },
             Command::ReopenLogs => self.reopen_logs(),
-            Command::AddWorker => self.scale(true),
-            Command::RemoveWorker => self.scale(false),
+            Command::AddWorker => self.scale(true, cause),
+            Command::RemoveWorker => self.scale(false, cause),
+            Command::WritePidfile => self.write_pidfile(cause),
             Command::LogStats => info!(stats = %self.stats_document(), "stats"),
         }
     }
@@ -318,11 +357,13 @@ impl Master {
             generation,
             committed: false,
         };
+        self.begin_reload_progress();
         self.notifier
             .reloading(&format!("reloading: starting generation {generation}"));
         for id in 1..=self.config.processes {
             self.spawn(id, generation, SpawnReason::Start);
         }
+        self.report_reload_progress();
     }
 
     /// Reads the options again (the ini files may have changed), as the new
@@ -438,6 +479,7 @@ impl Master {
         if let Some(old) = replaces {
             self.replacement_ready(old);
         }
+        self.report_reload_progress();
         match self.phase {
             Phase::ChainReloading {
                 generation: new,
@@ -460,19 +502,10 @@ impl Master {
             Phase::Reloading {
                 generation: new,
                 committed: false,
-            } if generation == new => {
-                let ready = self.workers.ready_count(new);
-                info!(
-                    event = "reload_progress",
-                    generation = new,
-                    ready,
-                    total = self.config.processes,
-                    "reload: {ready} of {} new workers ready",
-                    self.config.processes
-                );
-                if ready == self.config.processes as usize {
-                    self.commit_reload(new);
-                }
+            } if generation == new
+                && self.workers.ready_count(new) == self.config.processes as usize =>
+            {
+                self.commit_reload(new);
             }
             _ => {}
         }
@@ -496,6 +529,7 @@ impl Master {
             draining = self.workers.older_than(generation).len(),
             "reload: generation {generation} serves; generation {previous} is draining"
         );
+        self.report_reload_progress();
         self.check_reload_done();
     }
 
@@ -588,6 +622,13 @@ impl Master {
             replaces,
             ..
         } = worker;
+        if self
+            .reloading_generation()
+            .is_some_and(|new| generation < new)
+            && state.is_leaving()
+        {
+            self.reload_gone += 1;
+        }
         let history = self.slots.entry(id).or_default();
         history.requests += stats.requests;
         history.exceptions += stats.exceptions;
@@ -627,6 +668,7 @@ impl Master {
             }
         }
         self.refill_slot(id, started_at);
+        self.report_reload_progress();
         if self.phase == Phase::Serving && !self.workers.replacing() {
             self.after_reload_or_start();
         }
@@ -725,6 +767,8 @@ impl Master {
     }
 
     fn after_reload_or_start(&mut self) {
+        self.reload_reported = None;
+        self.apply_pending_scale();
         match self.reload_pending.take() {
             Some(true) => self.start_chain_reload("a reload requested while another ran"),
             Some(false) => self.start_reload("a reload requested while another ran"),

@@ -29,6 +29,10 @@ impl Master {
             mode = "chain",
             "chain reload: replacing workers one at a time with generation {generation}"
         );
+        self.begin_reload_progress();
+        self.notifier.reloading(&format!(
+            "chain reload: starting generation {generation}, one worker at a time"
+        ));
         self.chain_next(generation, 1);
     }
 
@@ -40,25 +44,13 @@ impl Master {
             return;
         }
         self.phase = Phase::ChainReloading { generation, slot };
-        self.notifier.reloading(&format!(
-            "chain reload: worker {slot} of {}",
-            self.config.processes
-        ));
         let old = self.workers.serving_in_slot(slot);
-        info!(
-            event = "reload_progress",
-            generation,
-            mode = "chain",
-            slot,
-            total = self.config.processes,
-            "chain reload: replacing worker {slot} of {}",
-            self.config.processes
-        );
         let reason = match old {
             Some(pid) => SpawnReason::Replace(pid),
             None => SpawnReason::Start,
         };
         self.spawn(slot, generation, reason);
+        self.report_reload_progress();
     }
 
     /// A worker asked to be (or must be) replaced: its replacement starts
@@ -143,11 +135,61 @@ impl Master {
         }
     }
 
-    /// SIGTTIN / SIGTTOU: one worker more or fewer.
-    pub(super) fn scale(&mut self, more: bool) {
-        if matches!(self.phase, Phase::ShuttingDown { .. }) {
+    /// SIGTTIN / SIGTTOU: one worker more or fewer. While the workers are
+    /// starting or a reload runs, the change waits until that ends: a
+    /// reload counts on the slots it started with.
+    pub(super) fn scale(&mut self, more: bool, cause: &str) {
+        let what = if more {
+            "one more worker"
+        } else {
+            "one worker fewer"
+        };
+        match self.phase {
+            Phase::ShuttingDown { .. } => {
+                info!(cause, "{what} requested during shutdown: ignored");
+            }
+            Phase::Serving => self.apply_scale(more),
+            Phase::Starting | Phase::Reloading { .. } | Phase::ChainReloading { .. } => {
+                self.scale_pending += if more { 1 } else { -1 };
+                info!(
+                    cause,
+                    pending = self.scale_pending,
+                    "{what} requested while workers are loading: done when the {} ends",
+                    if self.phase == Phase::Starting {
+                        "start"
+                    } else {
+                        "reload"
+                    }
+                );
+            }
+        }
+    }
+
+    /// Applies the changes of the number of workers asked for while the
+    /// workers were starting or reloading.
+    pub(super) fn apply_pending_scale(&mut self) {
+        let pending = std::mem::take(&mut self.scale_pending);
+        if pending == 0 {
             return;
         }
+        if self.reload_pending.is_some() {
+            info!(
+                change = pending,
+                "a change of the number of workers ({pending:+}) is dropped: \
+                 the reload that follows reads --processes again"
+            );
+            return;
+        }
+        info!(
+            change = pending,
+            "applying the change of the number of workers ({pending:+}) asked for while workers were loading"
+        );
+        for _ in 0..pending.unsigned_abs() {
+            self.apply_scale(pending > 0);
+        }
+    }
+
+    fn apply_scale(&mut self, more: bool) {
         if more {
             self.config.processes += 1;
             let slot = self.config.processes;
@@ -168,7 +210,22 @@ impl Master {
                 self.stop_unneeded(pid);
             }
         } else {
-            warn!("SIGTTOU: mercy keeps at least one worker");
+            warn!("one worker fewer requested: mercy keeps at least one worker");
+        }
+    }
+
+    /// FIFO `P`: writes the pidfile again (after it was removed, say).
+    pub(super) fn write_pidfile(&mut self, cause: &str) {
+        let Some(path) = self.config.pidfile.clone() else {
+            info!(
+                cause,
+                "pidfile rewrite requested, but there is no --pidfile"
+            );
+            return;
+        };
+        match std::fs::write(&path, format!("{}\n", std::process::id())) {
+            Ok(()) => info!(cause, path = %path.display(), "pidfile written"),
+            Err(error) => error!(cause, %error, "cannot write the pidfile {}", path.display()),
         }
     }
 

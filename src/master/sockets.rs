@@ -115,7 +115,7 @@ fn bind(address: &ListenAddress, backlog: u32) -> std::io::Result<OwnedFd> {
             Ok(TcpListener::from(socket).into())
         }
         ListenAddress::Unix(path) => {
-            remove_stale_socket(path)?;
+            clear_unix_path(path)?;
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
             socket.bind(&SockAddr::unix(path)?)?;
             socket.listen(backlog)?;
@@ -124,16 +124,29 @@ fn bind(address: &ListenAddress, backlog: u32) -> std::io::Result<OwnedFd> {
     }
 }
 
-/// A socket file left by an instance that is gone is removed; one that
-/// still accepts connections belongs to a running instance and is kept, so
-/// the bind fails with "address in use".
-fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+/// Makes room for a unix socket at `path`. A socket file left by an
+/// instance that is gone is removed; one that still accepts connections
+/// belongs to a running instance, and any other kind of file is not mercy's
+/// to remove: both are refused with an error that says so.
+pub(super) fn clear_unix_path(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(metadata) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
-    if metadata.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_err() {
-        std::fs::remove_file(path)?;
+    if !metadata.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; mercy does not remove it",
+                path.display()
+            ),
+        ));
     }
-    Ok(())
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("another process accepts connections on {}", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
 }

@@ -28,8 +28,19 @@ impl StatsListener {
         match address {
             ListenAddress::Tcp(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await?)),
             ListenAddress::Unix(path) => {
-                let _ = std::fs::remove_file(path);
+                super::sockets::clear_unix_path(path)?;
                 Ok(Self::Unix(UnixListener::bind(path)?))
+            }
+        }
+    }
+
+    /// The socket file of a unix listener, removed when the master exits.
+    pub fn file(&self) -> Option<super::vacuum::OwnedFile> {
+        match self {
+            Self::Tcp(_) => None,
+            Self::Unix(listener) => {
+                let address = listener.local_addr().ok()?;
+                super::vacuum::OwnedFile::record(address.as_pathname()?)
             }
         }
     }
@@ -234,89 +245,226 @@ impl Master {
     /// The same figures in Prometheus' text format.
     pub(super) fn metrics_text(&self) -> String {
         let document = self.stats_document();
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
-            out.push_str(&format!(
-                "# HELP mercy_{name} {help}\n# TYPE mercy_{name} {kind}\n"
-            ));
-            for (labels, value) in rows {
-                out.push_str(&format!("mercy_{name}{labels} {value}\n"));
-            }
-        };
+        let mut out = Exposition::default();
         let top = |key: &str| document[key].as_u64().unwrap_or(0);
-        gauge(
+
+        out.family(
             "listen_queue",
             "Connections waiting in the listen queues.",
             "gauge",
             vec![(String::new(), top("listen_queue"))],
         );
-        gauge(
+        out.family(
             "generation",
             "The generation of workers that serves.",
             "gauge",
             vec![(String::new(), top("generation"))],
         );
-        gauge(
+        out.family(
             "forced_kills_total",
             "Workers killed after their deadline.",
             "counter",
             vec![(String::new(), top("forced_kills"))],
         );
+        self.last_reload_metrics(&mut out);
+
         let workers = document["workers"].as_array().cloned().unwrap_or_default();
-        let per_worker = |key: &str| -> Vec<(String, u64)> {
-            workers
-                .iter()
-                .map(|w| {
-                    let labels = format!(
-                        "{{worker=\"{}\",pid=\"{}\",generation=\"{}\"}}",
-                        w["id"], w["pid"], w["generation"]
-                    );
-                    (labels, w[key].as_u64().unwrap_or(0))
-                })
-                .collect()
-        };
-        gauge(
+        worker_metrics(&mut out, &workers);
+        core_metrics(&mut out, &workers);
+        out.text
+    }
+
+    /// The last reload's result and time; no samples before the first.
+    fn last_reload_metrics(&self, out: &mut Exposition) {
+        let reload = self.last_reload.as_ref();
+        let sample = |value: u64| reload.map(|_| (String::new(), value)).into_iter().collect();
+        out.family(
+            "last_reload_success",
+            "1 if the last reload succeeded, 0 if it failed.",
+            "gauge",
+            sample(u64::from(reload.is_some_and(|r| r.result == "done"))),
+        );
+        out.family(
+            "last_reload_timestamp_seconds",
+            "When the last reload ended (Unix time).",
+            "gauge",
+            sample(reload.map_or(0, |r| unix_time(r.at))),
+        );
+        out.family(
+            "last_reload_generation",
+            "The generation the last reload started.",
+            "gauge",
+            sample(reload.map_or(0, |r| r.generation)),
+        );
+    }
+}
+
+/// The worker statuses of the stats document, for `mercy_worker_status`.
+const STATUSES: [&str; 5] = ["starting", "idle", "busy", "retiring", "killed"];
+
+/// Per-worker families: one sample per worker process.
+fn worker_metrics(out: &mut Exposition, workers: &[Value]) {
+    let per_worker = |key: &str| -> Vec<(String, u64)> {
+        workers
+            .iter()
+            .map(|w| (worker_labels(w, ""), w[key].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    let families: [(&str, &str, &str, &str); 11] = [
+        (
             "worker_requests_total",
             "Requests served by the worker slot.",
             "counter",
-            per_worker("requests"),
-        );
-        gauge(
+            "requests",
+        ),
+        (
             "worker_exceptions_total",
             "Exceptions the app raised.",
             "counter",
-            per_worker("exceptions"),
-        );
-        gauge(
+            "exceptions",
+        ),
+        (
             "worker_tx_bytes_total",
             "Response bytes sent.",
             "counter",
-            per_worker("tx"),
-        );
-        gauge(
+            "tx",
+        ),
+        (
             "worker_avg_rt_microseconds",
             "Average request time.",
             "gauge",
-            per_worker("avg_rt"),
-        );
-        gauge(
-            "worker_rss_bytes",
-            "Resident memory.",
+            "avg_rt",
+        ),
+        ("worker_rss_bytes", "Resident memory.", "gauge", "rss"),
+        ("worker_vsz_bytes", "Virtual memory size.", "gauge", "vsz"),
+        (
+            "worker_running_time_microseconds_total",
+            "Time spent running requests.",
+            "counter",
+            "running_time",
+        ),
+        (
+            "worker_last_spawn_timestamp_seconds",
+            "When the worker was started (Unix time).",
             "gauge",
-            per_worker("rss"),
-        );
-        gauge(
+            "last_spawn",
+        ),
+        (
             "worker_respawns_total",
             "Respawns of the worker slot.",
             "counter",
-            per_worker("respawn_count"),
-        );
-        gauge(
+            "respawn_count",
+        ),
+        (
             "worker_harakiri_total",
             "Requests past --harakiri.",
             "counter",
-            per_worker("harakiri_count"),
+            "harakiri_count",
+        ),
+        (
+            "worker_accepting",
+            "1 while the worker accepts connections.",
+            "gauge",
+            "accepting",
+        ),
+    ];
+    for (name, help, kind, key) in families {
+        out.family(name, help, kind, per_worker(key));
+    }
+    out.family(
+        "worker_cores",
+        "Threads or greenlets that run requests.",
+        "gauge",
+        count_cores(workers, |_| true),
+    );
+    out.family(
+        "worker_busy_cores",
+        "Threads or greenlets running a request now.",
+        "gauge",
+        count_cores(workers, |core| core["in_request"].as_u64() == Some(1)),
+    );
+    let statuses = workers
+        .iter()
+        .flat_map(|w| {
+            STATUSES.iter().map(move |status| {
+                let labels = worker_labels(w, &format!(",status=\"{status}\""));
+                (labels, u64::from(w["status"].as_str() == Some(status)))
+            })
+        })
+        .collect();
+    out.family(
+        "worker_status",
+        "The worker's status (1 for the current one).",
+        "gauge",
+        statuses,
+    );
+}
+
+/// Per-core families: one sample per thread or greenlet slot of a worker.
+fn core_metrics(out: &mut Exposition, workers: &[Value]) {
+    let per_core = |key: &str| -> Vec<(String, u64)> {
+        workers
+            .iter()
+            .flat_map(|w| {
+                let cores = w["cores"].as_array().cloned().unwrap_or_default();
+                cores.into_iter().map(move |core| {
+                    let labels = worker_labels(w, &format!(",core=\"{}\"", core["id"]));
+                    (labels, core[key].as_u64().unwrap_or(0))
+                })
+            })
+            .collect()
+    };
+    out.family(
+        "core_requests_total",
+        "Requests run by the worker's core.",
+        "counter",
+        per_core("requests"),
+    );
+    out.family(
+        "core_in_request",
+        "1 while the core runs a request.",
+        "gauge",
+        per_core("in_request"),
+    );
+}
+
+/// How many cores of each worker match.
+fn count_cores(workers: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<(String, u64)> {
+    workers
+        .iter()
+        .map(|w| {
+            let cores = w["cores"]
+                .as_array()
+                .map_or(0, |cores| cores.iter().filter(|core| keep(core)).count());
+            (worker_labels(w, ""), cores as u64)
+        })
+        .collect()
+}
+
+/// `{worker="1",pid="123",generation="2"...}`; `extra` starts with a comma.
+fn worker_labels(worker: &Value, extra: &str) -> String {
+    format!(
+        "{{worker=\"{}\",pid=\"{}\",generation=\"{}\"{extra}}}",
+        worker["id"], worker["pid"], worker["generation"]
+    )
+}
+
+/// Prometheus' text format, family by family.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>) {
+        use std::fmt::Write;
+        let text = &mut self.text;
+        let _ = write!(
+            text,
+            "# HELP mercy_{name} {help}\n# TYPE mercy_{name} {kind}\n"
         );
-        out
+        for (labels, value) in rows {
+            let _ = writeln!(text, "mercy_{name}{labels} {value}");
+        }
     }
 }

@@ -24,6 +24,16 @@ pub enum WorkerState {
     Killed,
 }
 
+impl WorkerState {
+    /// Told to retire, or killed: the worker is on its way out.
+    pub fn is_leaving(&self) -> bool {
+        matches!(
+            self,
+            Self::Retiring { .. } | Self::Expired { .. } | Self::Killed
+        )
+    }
+}
+
 /// One worker process.
 #[derive(Debug)]
 pub struct Worker {
@@ -113,6 +123,14 @@ impl Workers {
 
     pub fn older_than(&self, generation: u64) -> Vec<u32> {
         self.pids_where(|w| w.generation < generation)
+    }
+
+    /// Workers of generations before `generation` that are leaving.
+    pub fn draining_older_than(&self, generation: u64) -> usize {
+        self.by_pid
+            .values()
+            .filter(|w| w.generation < generation && w.state.is_leaving())
+            .count()
     }
 
     /// Whether a worker is starting or serving in slot `id`.
