@@ -161,7 +161,8 @@ def check_replaced_then_killed(server, stuck_pid: int) -> int:
     (its grace over). Returns the new worker's pid."""
     [recycling] = server.wait_event("recycling", worker_pid=stuck_pid)
     assert "stuck past --harakiri" in str(recycling["reason"]), recycling
-    server.wait_event("killed", worker_pid=stuck_pid)
+    [killed] = server.wait_event("killed", worker_pid=stuck_pid)
+    assert "--harakiri-graceful-timeout" in str(killed["reason"]), killed
     ready = server.wait_event("ready", count=2)
     new_pid = int(ready[-1]["worker.pid"])
     assert new_pid != stuck_pid

@@ -449,11 +449,13 @@ impl Master {
                 }
             }
             ToMaster::Diagnosed => {
-                if matches!(
-                    self.workers.get(pid).map(|w| &w.state),
-                    Some(WorkerState::Expired { .. })
-                ) {
-                    self.kill(pid, "--worker-reload-mercy expired");
+                let expired = self
+                    .workers
+                    .get(pid)
+                    .filter(|w| matches!(w.state, WorkerState::Expired { .. }));
+                if let Some(worker) = expired {
+                    let reason = format!("{} expired", grace_option(worker));
+                    self.kill(pid, &reason);
                 }
             }
         }
@@ -823,7 +825,9 @@ impl Master {
                     }
                 }
                 WorkerState::Expired { kill_at } if now >= kill_at => {
-                    self.kill(pid, "--worker-reload-mercy expired (no diagnostic in time)");
+                    let reason =
+                        format!("{} expired (no diagnostic in time)", grace_option(worker));
+                    self.kill(pid, &reason);
                 }
                 _ => {}
             }
@@ -858,14 +862,16 @@ impl Master {
         worker.state = WorkerState::Expired {
             kill_at: Instant::now() + DIAGNOSTIC_GRACE,
         };
+        let grace = worker.retire_grace.unwrap_or(self.config.reload_mercy);
         warn!(
             worker.id = worker.id,
             worker.pid = pid,
             generation = worker.generation,
-            mercy_s = self.config.reload_mercy.as_secs(),
-            "worker {} is still retiring after --worker-reload-mercy ({}s): asking what it waits for",
+            mercy_s = grace.as_secs_f64(),
+            "worker {} is still retiring after {} ({}s): asking what it waits for",
             worker.id,
-            self.config.reload_mercy.as_secs()
+            grace_option(worker),
+            grace.as_secs_f64()
         );
         worker.send(&ToWorker::Expired);
     }
@@ -1048,5 +1054,16 @@ fn describe(status: ExitStatus) -> String {
             Err(_) => format!("killed by signal {signal}"),
         },
         _ => "unknown status".to_owned(),
+    }
+}
+
+/// The option whose time a retiring worker had: `--harakiri-graceful-timeout`
+/// for a worker replaced because a request was stuck, else
+/// `--worker-reload-mercy`.
+fn grace_option(worker: &Worker) -> &'static str {
+    if worker.retire_grace.is_some() {
+        "--harakiri-graceful-timeout"
+    } else {
+        "--worker-reload-mercy"
     }
 }
