@@ -461,10 +461,7 @@ fn expand(
                 b'p' => magic.path.clone(),
                 b'x' => magic.extension.clone(),
                 b'c' => magic.dir_name.clone(),
-                b'k' => std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-                    .to_string(),
+                b'k' => online_cpus().to_string(),
                 b'h' => nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_default(),
@@ -480,6 +477,14 @@ fn expand(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The number of CPUs online, as uWSGI's `%k` counts them (not limited by
+/// this process's affinity or cgroup).
+fn online_cpus() -> libc::c_long {
+    // SAFETY: sysconf only reads a system value; it has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    online.max(1)
 }
 
 /// mercy's own options, from clap's definition.
