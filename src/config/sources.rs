@@ -672,6 +672,32 @@ mod tests {
     }
 
     #[test]
+    fn ini_set_and_nested_ini() {
+        let dir = std::env::temp_dir().join(format!("mercy-ini-nested-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let inner = dir.join("inner.ini");
+        std::fs::write(&inner, "[uwsgi]\nprocesses = 4\n[extra]\nthreads = 9\n")
+            .expect("write inner ini");
+        let outer = dir.join("outer.ini");
+        std::fs::write(
+            &outer,
+            format!(
+                "[uwsgi]\nset = base=/srv\nset = threads=2\nchdir = %(base)/app\n\
+                 ini = {}\nini = {}:extra\nset = disable-logging=true\n",
+                inner.display(),
+                inner.display()
+            ),
+        )
+        .expect("write outer ini");
+        let loaded = load(vec!["mercy".into(), outer.display().to_string()]).expect("loads");
+        assert_eq!(loaded.options.chdir, Some(PathBuf::from("/srv/app")));
+        assert_eq!(loaded.options.processes, 4);
+        assert_eq!(loaded.options.threads, Some(9));
+        assert!(loaded.options.disable_logging);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn supported_means_mercy_has_the_option() {
         let known = KnownOptions::new();
         for (name, treatment) in compat::all_options() {
