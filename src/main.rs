@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use mercy::config::{self, Options};
+use mercy::config;
 use mercy::control::{WorkerSpec, WORKER_ENV};
 use mercy::{logging, master, worker};
 
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if options.options_table {
-        print!("{}", options_table());
+        print!("{}", config::options_table());
         return ExitCode::SUCCESS;
     }
 
@@ -143,31 +143,15 @@ fn report_notices(notices: &[config::Notice]) {
                     "option --{option} is not supported by mercy and is ignored: {instead}"
                 );
             }
+            config::Notice::EnvironmentPlaceholder { variable, name } => {
+                tracing::info!(
+                    variable = %variable,
+                    "environment variable {variable} names no uWSGI option: \
+                     it only defines the placeholder %({name})"
+                );
+            }
         }
     }
-}
-
-/// The Markdown table of options (docs/uwsgi-options.md).
-fn options_table() -> String {
-    use clap::CommandFactory;
-    let command = Options::command();
-    let own: Vec<(String, String)> = command
-        .get_arguments()
-        .filter(|arg| !arg.is_hide_set())
-        .filter_map(|arg| {
-            let long = arg.get_long()?;
-            let mut names = vec![format!("--{long}")];
-            names.extend(
-                arg.get_visible_aliases()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|a| format!("--{a}")),
-            );
-            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-            Some((names.join("`, `"), help.replace('\n', " ")))
-        })
-        .collect();
-    config::compat::markdown_table(&own)
 }
 
 fn print_version() {

@@ -3,9 +3,9 @@
 Each test starts the Debian nginx on loopback with a generated config in
 its temp folder (`daemon off; master_process off;`, pid, error log and
 temp paths there too, `include /etc/nginx/uwsgi_params`) in front of one
-mercy instance that also listens with `--http`. A request through nginx
-must reach the echo app exactly as the same request sent straight to
-mercy's HTTP socket does.
+mercy instance that also listens with `--http`, in threads and in gevent
+mode. A request through nginx must reach the echo app exactly as the same
+request sent straight to mercy's HTTP socket does.
 
 nginx comes from `bash scripts/setup.sh` (Debian package nginx-light). When
 it is missing the tests fail, saying so: they are never skipped.
@@ -226,9 +226,16 @@ def calls(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def start_stack(mercy, nginx, tmp_path, short_dir, transport: str, *extra):
-    """mercy (echo app, --http and --socket) and nginx in front of it.
-    Returns (mercy, nginx, calls file)."""
+# The two ways a worker runs the app: every test runs in both.
+MODES = {
+    "threads": ["--threads", "4"],
+    "gevent": ["--gevent", "100"],
+}
+
+
+def start_stack(mercy, nginx, tmp_path, short_dir, transport: str, mode: str, *extra):
+    """mercy (echo app, --http and --socket, in `mode`) and nginx in front
+    of it. Returns (mercy, nginx, calls file)."""
     calls_file = tmp_path / "calls.jsonl"
     if transport == "tcp":
         port = free_port()
@@ -237,7 +244,7 @@ def start_stack(mercy, nginx, tmp_path, short_dir, transport: str, *extra):
         path = short_dir / "mercy.sock"
         socket_arg, upstream = str(path), f"unix:{path}"
     server = mercy("--wsgi-file", ECHO_APP, "--socket", socket_arg,
-                   "--processes", "2", "--threads", "4", "--buffer-size", str(BUFFER_SIZE),
+                   "--processes", "2", *MODES[mode], "--buffer-size", str(BUFFER_SIZE),
                    *extra, env={"COMPAT_CALLS": str(calls_file)})
     front = nginx(upstream)
     return server, front, calls_file
@@ -253,12 +260,13 @@ def both_ways(server, front, method, path, **kwargs) -> tuple[dict, dict]:
 TRANSPORTS = ["tcp", "unix"]
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_get_with_query_through_nginx(mercy, nginx, tmp_path, short_dir, transport):
+def test_get_with_query_through_nginx(mercy, nginx, tmp_path, short_dir, transport, mode):
     """GET with a query string, an encoded path and custom headers: the app
     sees the same method, path, query and headers through nginx as
     directly."""
-    server, front, calls_file = start_stack(mercy, nginx, tmp_path, short_dir, transport)
+    server, front, calls_file = start_stack(mercy, nginx, tmp_path, short_dir, transport, mode)
     headers = {"Host": "example.test", "X-Request-Id": "r-42", "Accept": "text/plain",
                "Cookie": "a=1; b=2", "User-Agent": "mercy-tests"}
     path = "/items/caf%C3%A9%20x?a=1&b=two%20words&c=%2F&empty="
@@ -272,12 +280,13 @@ def test_get_with_query_through_nginx(mercy, nginx, tmp_path, short_dir, transpo
     assert front.errors() == []
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_post_body_through_nginx(mercy, nginx, tmp_path, short_dir, transport):
+def test_post_body_through_nginx(mercy, nginx, tmp_path, short_dir, transport, mode):
     """POSTs with bodies (empty, small JSON, 300 KB of binary that nginx
     buffers to a temp file): the app reads the same bytes, with the same
     CONTENT_TYPE and CONTENT_LENGTH, through nginx as directly."""
-    server, front, _ = start_stack(mercy, nginx, tmp_path, short_dir, transport)
+    server, front, _ = start_stack(mercy, nginx, tmp_path, short_dir, transport, mode)
     bodies = [
         (b"", "text/plain"),
         (json.dumps({"name": "widget", "tags": ["a", "b"]}).encode(), "application/json"),
@@ -292,11 +301,33 @@ def test_post_body_through_nginx(mercy, nginx, tmp_path, short_dir, transport):
     assert front.errors() == []
 
 
-def test_chunked_upload_through_nginx(mercy, nginx, tmp_path, short_dir):
+@pytest.mark.parametrize("mode", MODES)
+def test_http10_client_through_nginx(mercy, nginx, tmp_path, short_dir, mode):
+    """An HTTP/1.0 client through nginx: the app sees SERVER_PROTOCOL
+    HTTP/1.0, mercy's uwsgi response names HTTP/1.0 as uWSGI's does, and
+    nginx reads it and answers 200 with the app's body, logging no
+    error."""
+    server, front, _ = start_stack(mercy, nginx, tmp_path, short_dir, "tcp", mode)
+    with socket.create_connection(("127.0.0.1", front.port), timeout=REQUEST_TIMEOUT) as sock:
+        sock.sendall(b"GET /old-client?v=1 HTTP/1.0\r\nHost: example.test\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0].split(b" ", 2)[1] == b"200", head
+    answer = json.loads(body)
+    assert (answer["protocol"], answer["path"], answer["query"]) == (
+        "HTTP/1.0", "/old-client", "v=1")
+    assert front.errors() == []
+    server.assert_no_events("bad_request")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunked_upload_through_nginx(mercy, nginx, tmp_path, short_dir, mode):
     """A chunked upload: nginx buffers it (uwsgi_request_buffering on) and
     passes it with a CONTENT_LENGTH; the app reads the same bytes as from
     the same chunked upload sent straight to mercy."""
-    server, front, _ = start_stack(mercy, nginx, tmp_path, short_dir, "tcp")
+    server, front, _ = start_stack(mercy, nginx, tmp_path, short_dir, "tcp", mode)
     pieces = [b"first piece\n", os.urandom(70000), b"", b"last piece"]
     body = b"".join(pieces)
     headers = {"Host": "example.test", "Content-Type": "application/octet-stream",
@@ -311,12 +342,13 @@ def test_chunked_upload_through_nginx(mercy, nginx, tmp_path, short_dir):
     assert front.errors() == []
 
 
-def test_large_headers_near_the_buffer_size(mercy, nginx, tmp_path, short_dir):
+@pytest.mark.parametrize("mode", MODES)
+def test_large_headers_near_the_buffer_size(mercy, nginx, tmp_path, short_dir, mode):
     """Headers that bring the request close to --buffer-size (8192) reach
     the app unchanged both ways; headers beyond it are refused both ways
     (431 directly; through nginx mercy refuses the packet, logging why, and
     nginx answers 502), and the app is never called for them."""
-    server, front, calls_file = start_stack(mercy, nginx, tmp_path, short_dir, "tcp")
+    server, front, calls_file = start_stack(mercy, nginx, tmp_path, short_dir, "tcp", mode)
     big = {"Host": "example.test", "X-Big": "b" * 3500, "X-Other": "o" * 3000}
     via_nginx, direct = both_ways(server, front, "GET", "/big?q=1", headers=big)
     assert comparable(via_nginx) == comparable(direct)
@@ -389,15 +421,16 @@ class NginxClientLoop(threading.Thread):
             return not self.pids.isdisjoint(pids)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_graceful_reloads_behind_nginx_give_no_502(mercy, nginx, tmp_path, short_dir,
-                                                   transport):
+                                                   transport, mode):
     """Two clients loop through nginx (one keep-alive, one a new connection
     per request) while mercy gets SIGHUP 3 times: every request is answered
     200 (no 502 from nginx, no reset), every reload replaces every worker,
     and nginx logs no upstream error."""
     server, front, _ = start_stack(mercy, nginx, tmp_path, short_dir, transport,
-                                   "--disable-logging")
+                                   mode, "--disable-logging")
     loops = [NginxClientLoop(front.port, keep_alive=True),
              NginxClientLoop(front.port, keep_alive=False)]
     for loop in loops:

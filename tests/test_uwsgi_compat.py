@@ -10,23 +10,34 @@ is events in mercy's JSON log and bytes on the wire.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import stat
 import struct
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, REPO, REQUEST_TIMEOUT, free_port, pid_running, wait_until
+from conftest import (APPS, REPO, REQUEST_TIMEOUT, free_port, mercy_bin, pid_running,
+                      wait_until)
 
 CONFIGS = REPO / "tests" / "configs"
 ECHO_APP = APPS / "uwsgi_echo.py"
 API_APP = APPS / "uwsgi_api.py"
+
+# The two ways a worker runs the app; tests of the protocol and of the
+# uwsgi module run in both.
+MODES = {
+    "threads": ["--threads", "4"],
+    "gevent": ["--gevent", "100"],
+}
 
 
 # --- the uwsgi protocol, client side --------------------------------------------
@@ -127,7 +138,7 @@ def parse_response(raw: bytes):
     assert separator, f"no complete response head in {raw[:300]!r}"
     lines = head.split(b"\r\n")
     version, status, _ = lines[0].split(b" ", 2)
-    assert version.startswith(b"HTTP/1."), lines[0]
+    assert version.startswith(b"HTTP/"), lines[0]
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(b":")
@@ -175,12 +186,14 @@ def start_echo(mercy, tmp_path, *extra, **kwargs):
 # --- protocol -----------------------------------------------------------------------
 
 
-def test_uwsgi_round_trip(mercy, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_uwsgi_round_trip(mercy, tmp_path, mode):
     """A POST with a query, headers and a body over the uwsgi socket reaches
     the app with exactly those variables and bytes; the answer is a plain
     HTTP response (no uwsgi header) and the connection is closed. The
-    same packet written in pieces gives the same answer."""
-    server, address, calls_file = start_echo(mercy, tmp_path)
+    same packet written in pieces gives the same answer. In threads and in
+    gevent mode."""
+    server, address, calls_file = start_echo(mercy, tmp_path, *MODES[mode])
     body = bytes(range(256)) * 40  # binary, 10 KiB, larger than one read
     pairs = request_vars("POST", "/submit/é", "a=1&b=%20x", body,
                          headers=[("X-Trace", "abc"), ("Accept", "*/*")],
@@ -221,6 +234,38 @@ def test_uwsgi_socket_alone_without_http(mercy, tmp_path):
     answer = echo(("127.0.0.1", port), request_vars("GET", "/only", "q=1"))
     assert (answer["path"], answer["query"]) == ("/only", "q=1")
     server.wait_event("request", path="/only")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_response_names_the_request_protocol(mercy, tmp_path, mode):
+    """The status line of a uwsgi response names the request's
+    SERVER_PROTOCOL, as uWSGI's does: HTTP/1.0 for an HTTP/1.0 request (as
+    nginx passes on an HTTP/1.0 client's), HTTP/1.1 for HTTP/1.1, HTTP/2.0
+    for nginx's HTTP/2 clients, and HTTP/1.0 when the packet has none. A
+    value that cannot stand in a status line (one carrying CR LF and a
+    header) is refused as a bad request, the app not called. In threads
+    and in gevent mode."""
+    server, address, calls_file = start_echo(mercy, tmp_path, *MODES[mode])
+    plain = [(key, value) for key, value in request_vars("GET", "/protocol")
+             if key != "SERVER_PROTOCOL"]
+
+    def status_line(*protocol) -> bytes:
+        pairs = plain + [("SERVER_PROTOCOL", value) for value in protocol]
+        raw = exchange(address, uwsgi_packet(pairs))
+        parse_response(raw)
+        return raw.split(b"\r\n", 1)[0]
+
+    assert status_line("HTTP/1.0") == b"HTTP/1.0 200 OK"
+    assert status_line("HTTP/1.1") == b"HTTP/1.1 200 OK"
+    assert status_line("HTTP/2.0") == b"HTTP/2.0 200 OK"
+    assert status_line() == b"HTTP/1.0 200 OK"
+    assert len([c for c in calls(calls_file) if c["event"] == "call"]) == 4
+
+    forged = plain + [("SERVER_PROTOCOL", "HTTP/1.1 200 OK\r\nSet-Cookie: a=b\r\nX:")]
+    assert exchange(address, uwsgi_packet(forged)) == b""
+    [refused] = server.wait_event("bad_request")
+    assert "SERVER_PROTOCOL" in refused["message"], refused
+    assert len([c for c in calls(calls_file) if c["event"] == "call"]) == 4
 
 
 MALFORMED = {
@@ -264,13 +309,15 @@ MALFORMED = {
 }
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", list(MALFORMED))
-def test_malformed_packet_is_logged_and_closed(mercy, tmp_path, kind):
-    """Each kind of bad packet: mercy logs `bad_request` with the reason,
-    sends nothing, closes the connection, and never calls the app; the
-    worker then serves a valid request as usual."""
+def test_malformed_packet_is_logged_and_closed(mercy, tmp_path, kind, mode):
+    """Each kind of bad packet, in threads and in gevent mode: mercy logs
+    `bad_request` with the reason, sends nothing, closes the connection,
+    and never calls the app; the worker then serves a valid request as
+    usual."""
     options, wire, reason = MALFORMED[kind]
-    server, address, calls_file = start_echo(mercy, tmp_path, *options)
+    server, address, calls_file = start_echo(mercy, tmp_path, *options, *MODES[mode])
 
     with connect(address) as sock:
         sock.sendall(wire)
@@ -344,13 +391,15 @@ def test_packet_cut_short_by_the_client_is_logged(mercy, tmp_path):
     server.wait_event("bad_request", timeout=10)
 
 
-def test_body_that_is_a_uwsgi_packet_is_only_a_body(mercy, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_body_that_is_a_uwsgi_packet_is_only_a_body(mercy, tmp_path, mode):
     """A POST whose body is itself a valid uwsgi packet carrying magic
-    variables, followed on the same connection by one more whole packet:
-    exactly one request reaches the app, with that body byte for byte;
-    the body is never parsed as a packet, the trailing packet is never
-    served, and no UWSGI_* variable is reported."""
-    server, address, calls_file = start_echo(mercy, tmp_path)
+    variables, followed on the same connection by one more whole packet,
+    in threads and in gevent mode: exactly one request reaches the app,
+    with that body byte for byte; the body is never parsed as a packet, the
+    trailing packet is never served, and no UWSGI_* variable is
+    reported."""
+    server, address, calls_file = start_echo(mercy, tmp_path, *MODES[mode])
     inner = uwsgi_packet(request_vars(
         "GET", "/smuggled",
         extra=[("UWSGI_SCRIPT", "evil:app"), ("UWSGI_CHDIR", "/"),
@@ -483,15 +532,33 @@ def hooks_of(path: Path, hook: str) -> dict[int, int]:
     return counts
 
 
-def test_uwsgi_module_api(mercy, tmp_path):
-    """An app written for uWSGI runs unchanged: worker_id, numproc,
-    masterpid (the master's pid), opt (bytes values, True for flags, a list
-    for a repeated option), version as bytes, and uwsgi.cache_get raising
-    an AttributeError that names it."""
+def mercy_version() -> str:
+    """The version `mercy --version` prints (its first line: mercy X.Y.Z)."""
+    output = subprocess.run([str(mercy_bin()), "--version"], capture_output=True,
+                            text=True, check=True, timeout=REQUEST_TIMEOUT).stdout
+    name, version = output.splitlines()[0].split()
+    assert name == "mercy", output
+    return version
+
+
+API_MODES = {
+    "threads": ("threads", "2"),
+    "gevent": ("gevent", "10"),
+}
+
+
+@pytest.mark.parametrize("mode", API_MODES)
+def test_uwsgi_module_api(mercy, tmp_path, mode):
+    """An app written for uWSGI runs unchanged, in threads and in gevent
+    mode: worker_id, numproc, masterpid (the master's pid), opt (bytes
+    values, True for flags, a list for a repeated option), version (bytes:
+    mercy's version, then -mercy) and version_info, and uwsgi.cache_get
+    raising an AttributeError that names it."""
+    option, value = API_MODES[mode]
     extra_paths = [tmp_path / "lib1", tmp_path / "lib2"]
     for path in extra_paths:
         path.mkdir()
-    server = mercy("--wsgi-file", API_APP, "--processes", "2", "--threads", "2",
+    server = mercy("--wsgi-file", API_APP, "--processes", "2", f"--{option}", value,
                    "--pythonpath", extra_paths[0], "--pythonpath", extra_paths[1],
                    "--max-requests", "1000", "--disable-logging")
     workers = server.worker_pids()
@@ -510,27 +577,34 @@ def test_uwsgi_module_api(mercy, tmp_path):
     info = next(iter(seen.values()))
     opt = info["opt"]
     assert opt["processes"] == {"bytes": "2"}
-    assert opt["threads"] == {"bytes": "2"}
+    assert opt[option] == {"bytes": value}
+    assert info["gevent"] is (mode == "gevent")
     assert opt["max-requests"] == {"bytes": "1000"}
     assert opt["wsgi-file"] == {"bytes": str(API_APP)}
     assert opt["disable-logging"] == {"true": True}
     assert opt["pythonpath"] == {"list": [{"bytes": str(p)} for p in extra_paths]}
     assert info["opt_key_types"] == ["str"]
     assert info["version_type"] == "bytes"
+    version = mercy_version()
+    assert info["version"] == f"{version}-mercy"
+    assert info["version_info"] == [int(part) for part in version.split(".")[:3]] + ["mercy", 0]
     assert info["has_cache_get"] is False
     assert "cache_get" in info["cache_get_error"]
     assert "mercy" in info["cache_get_error"]
 
 
-def test_postfork_and_atexit_hooks(mercy, tmp_path):
+@pytest.mark.parametrize("mode", API_MODES)
+def test_postfork_and_atexit_hooks(mercy, tmp_path, mode):
     """uwsgi.post_fork_hook (assigned directly) and @postfork run once in
     every worker after the app is imported, also in a worker respawned
     after SIGKILL and in every worker of a reload; uwsgi.atexit runs once
     in every retired worker (reload, then shutdown) and never in the
-    killed one."""
+    killed one. In threads and in gevent mode."""
+    option, value = API_MODES[mode]
     record = tmp_path / "hooks.jsonl"
-    server = mercy("--wsgi-file", API_APP, "--processes", "2",
+    server = mercy("--wsgi-file", API_APP, "--processes", "2", f"--{option}", value,
                    env={"COMPAT_RECORD": str(record)})
+    assert server.get("/info").json()["gevent"] is (mode == "gevent")
     first = server.worker_pids()
     assert sorted(first) == [1, 2]
     wait_until(lambda: set(hooks_of(record, "postfork")) >= set(first.values()), 60,
@@ -580,6 +654,36 @@ def test_postfork_and_atexit_hooks(mercy, tmp_path):
     for entry in hook_records(record):
         if entry["hook"] != "import":
             assert entry["worker_id"] in (1, 2), entry
+
+
+@pytest.mark.parametrize("mode", API_MODES)
+def test_setprocname_and_accepting(mercy, mode):
+    """uwsgi.setprocname(NAME) names the worker process as the kernel shows
+    it (/proc/PID/comm, which `ps -o comm` and `top` read; the kernel keeps
+    15 bytes); uwsgi.accepting() and uwsgi.accepting(True) return None, as
+    in uWSGI, and the worker stays ready: it serves on and the stats
+    document shows it accepting. In threads and in gevent mode."""
+    option, value = API_MODES[mode]
+    stats_port = free_port()
+    server = mercy("--wsgi-file", API_APP, f"--{option}", value,
+                   "--stats", f"127.0.0.1:{stats_port}")
+    [pid] = server.worker_pids().values()
+    before = Path(f"/proc/{pid}/comm").read_text().strip()
+    assert before != "api-worker", before
+
+    answer = server.get("/setprocname?api-worker").json()
+    assert (answer["pid"], answer["result"]) == (pid, "None")
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "api-worker"
+    answer = server.get("/setprocname?a-name-longer-than-fifteen-bytes").json()
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "a-name-longer-t"
+
+    answer = server.get("/accepting").json()
+    assert answer == {"pid": pid, "results": ["None", "None"]}
+    assert server.get("/").body == b"hello"
+    with socket.create_connection(("127.0.0.1", stats_port), timeout=REQUEST_TIMEOUT) as sock:
+        document = json.loads(read_to_close(sock)[0])
+    [worker] = document["workers"]
+    assert (worker["pid"], worker["accepting"]) == (pid, 1), worker
 
 
 def test_uwsgi_reload_from_the_app(mercy, tmp_path):
@@ -683,15 +787,23 @@ def test_placeholders_ini_is_refused_without_its_placeholders(mercy):
     server.assert_no_events("spawned")
 
 
+UNSUPPORTED_INI_OPTIONS = (
+    "uid", "gid", "daemonize", "static-map", "cheaper", "cheaper-algo",
+    "cheaper-busyness-max", "offload-threads", "py-tracebacker", "route",
+    "log-x-forwarded-for",
+)
+
+
 def test_unsupported_ini_warns_and_serves(mercy):
-    """tests/configs/unsupported.ini (uid, gid, daemonize, static-map,
-    cheaper, offload-threads...): without --strict mercy logs one
-    `unsupported_option` warning per option, with what to do instead,
-    notes the no-op ones, and serves with the configured processes."""
+    """tests/configs/unsupported.ini (uid, gid, daemonize, static-map, the
+    cheaper family, offload-threads, routes...): without --strict mercy
+    logs one `unsupported_option` warning per option (static-map is there
+    twice), with what to do instead, notes the no-op ones, and serves with
+    the configured processes."""
     server = mercy(CONFIGS / "unsupported.ini", ready=2)
     warnings = {r["option"]: r for r in server.events("unsupported_option")}
-    for option in ("uid", "gid", "daemonize", "static-map", "cheaper", "offload-threads",
-                   "harakiri-verbose"):
+    assert sorted(warnings) == sorted(UNSUPPORTED_INI_OPTIONS)
+    for option in UNSUPPORTED_INI_OPTIONS:
         assert option in warnings, (option, sorted(warnings))
         message = warnings[option]["message"]
         assert message.startswith(f"option --{option} is not supported by mercy and is ignored: "), message
@@ -699,7 +811,7 @@ def test_unsupported_ini_warns_and_serves(mercy):
     assert "start mercy as the user" in warnings["uid"]["message"]
     assert len(server.events("unsupported_option")) == len(warnings)
     notes = [r["message"] for r in server.records() if "has no effect in mercy" in r.get("message", "")]
-    for option in ("master", "vacuum", "enable-threads"):
+    for option in ("master", "vacuum", "enable-threads", "harakiri-verbose"):
         assert any(f"option --{option} has no effect in mercy: " in n for n in notes), (option, notes)
     assert sorted(server.worker_pids()) == [1, 2]
     assert server.get("/info").json()["numproc"] == 2
@@ -765,3 +877,328 @@ def test_reload_reads_the_edited_ini(mercy, tmp_path):
         assert info["greeting"] == "edited"
         assert info["pid"] not in old
     server.assert_no_events("reload_failed")
+
+
+# --- every uWSGI option is classified ------------------------------------------------
+
+
+def unsupported_named(server) -> dict[str, int]:
+    """option -> how many `unsupported_option` warnings name it."""
+    counts: dict[str, int] = {}
+    for record in server.events("unsupported_option"):
+        counts[record["option"]] = counts.get(record["option"], 0) + 1
+    return counts
+
+
+def no_effect_notes(server) -> list[str]:
+    return [r["message"] for r in server.records()
+            if "has no effect in mercy" in r.get("message", "")]
+
+
+def test_uwsgi_options_are_named_from_every_source(mercy, tmp_path):
+    """uWSGI options that mercy does not support are named at start once
+    each, wherever they come from: the command line (uWSGI's one-letter
+    -M, an option with its value, --set NAME=VALUE), the ini file, and
+    UWSGI_* variables. A `UWSGI_*` variable that names no uWSGI option
+    defines a placeholder (as in uWSGI) and is noted; an ini key that is
+    no uWSGI option stays a placeholder without a word; MERCY_* variables
+    that name no option are the app's own and are left alone. mercy then
+    serves: each option's value was taken with it."""
+    touched = tmp_path / "touch-me"
+    touched.write_text("")
+    ini = tmp_path / "site.ini"
+    ini.write_text(
+        "[uwsgi]\n"
+        f"wsgi-file = {API_APP}\n"
+        "master = true\n"
+        "cheaper-algo = spare\n"
+        "route-host = ^example\\.com$ redirect:https://example.com\n"
+        "project = demo\n"
+        "env = INI_PROJECT=%(project)\n"
+        "env = INI_SETTING=%(my-setting)\n"
+        "env = INI_ALGO=%(cheaper-algo)\n"
+    )
+    server = mercy(ini, "-M", "--touch-workers-reload", touched, "--set", "cheaper-initial=2",
+                   "--set", "reload-on-exception=true", "--set", "enable-threads=true",
+                   env={"UWSGI_LOG_X_FORWARDED_FOR": "1", "UWSGI_MY_SETTING": "hello",
+                        "MERCY_APP_SETTING": "left alone"})
+
+    assert unsupported_named(server) == {
+        "cheaper-algo": 1, "route-host": 1, "touch-workers-reload": 1, "cheaper-initial": 1,
+        "reload-on-exception": 1, "log-x-forwarded-for": 1}
+    for record in server.events("unsupported_option"):
+        assert record["level"] in ("WARN", "WARNING"), record
+    notes = no_effect_notes(server)
+    assert len([n for n in notes if "--master " in n]) == 1, notes
+    assert len([n for n in notes if "--enable-threads " in n]) == 1, notes
+    placeholder_notes = [r for r in server.records() if r.get("variable") == "UWSGI_MY_SETTING"]
+    assert len(placeholder_notes) == 1, placeholder_notes
+    assert "%(my-setting)" in placeholder_notes[0]["message"]
+    for record in server.records():
+        named = f"{record.get('option', '')} {record.get('variable', '')} {record['message']}"
+        assert "project" not in named and "MERCY_APP_SETTING" not in named, record
+
+    info = server.get("/info").json()
+    assert info["ini_env"] == {"INI_PROJECT": "demo", "INI_SETTING": "hello",
+                               "INI_ALGO": "spare"}
+    assert info["opt"]["my-setting"] == {"bytes": "hello"}
+    assert info["opt"]["cheaper-algo"] == {"bytes": "spare"}
+
+
+@pytest.mark.parametrize("source, expected", [
+    ({"args": ["--set", "cheaper=2"]}, "--strict: option --cheaper is not supported by mercy ("),
+    ({"env": {"UWSGI_CHEAPER": "2"}}, "--strict: option --cheaper is not supported by mercy ("),
+    ({"args": ["--ttl-cache", "9"]}, "unexpected argument '--ttl-cache'"),
+    ({"env": {"UWSGI_MY_SETTING": "x"}},
+     "--strict: environment variable UWSGI_MY_SETTING names no uWSGI or mercy option"),
+    ({"env": {"UWSGI_STRICT": "1", "UWSGI_DAEMONIZE": "/tmp/x.log"}, "strict": False},
+     "--strict: option --daemonize is not supported by mercy ("),
+], ids=["set", "env", "not-an-option", "env-not-an-option", "strict-from-env"])
+def test_strict_refuses_unsupported_options_from_every_source(mercy, source, expected):
+    """Under --strict (also given as UWSGI_STRICT) an unsupported uWSGI
+    option refuses the start (exit status 1) with a message naming it,
+    whether it comes from --set or a UWSGI_* variable; a UWSGI_* variable
+    that names no option is refused too, as uWSGI's strict mode refuses
+    unknown names; an option uWSGI does not have either is a usage error
+    on the command line, with or without --strict."""
+    strict = ["--strict"] if source.get("strict", True) else []
+    server = mercy("--wsgi-file", API_APP, *strict, *source.get("args", []),
+                   env=source.get("env"), ready=0)
+    assert server.wait_exit() == 1
+    assert expected in server.text(), server.tail()
+    server.assert_no_events("spawned")
+
+
+def test_strict_accepts_options_with_no_effect(mercy):
+    """--strict refuses only what mercy does not support: uWSGI options
+    that need no effect (-M, --enable-threads, --vacuum) start as usual."""
+    server = mercy("--wsgi-file", API_APP, "--strict", "-M", "--enable-threads", "--vacuum",
+                   "--set", "die-on-term=true")
+    assert server.get("/").body == b"hello"
+    server.assert_no_events("unsupported_option")
+    assert len(no_effect_notes(server)) == 4
+
+
+def test_magic_variables_k_and_h(mercy, tmp_path):
+    """%k is the number of CPUs online and %h the host name, as uWSGI
+    expands them in ini files."""
+    ini = tmp_path / "magic.ini"
+    ini.write_text(f"[uwsgi]\nwsgi-file = {API_APP}\n"
+                   "env = INI_CPUS=%k\nenv = INI_HOST=%h\nenv = INI_BOTH=%h:%k\n")
+    server = mercy(ini)
+    env = server.get("/info").json()["ini_env"]
+    cpus = str(os.sysconf("SC_NPROCESSORS_ONLN"))
+    assert env == {"INI_CPUS": cpus, "INI_HOST": socket.gethostname(),
+                   "INI_BOTH": f"{socket.gethostname()}:{cpus}"}
+
+
+SECTIONS_INI = """\
+[uwsgi]
+wsgi-file = {app}
+processes = 1
+env = INI_SECTION=uwsgi
+
+[staging]
+wsgi-file = {app}
+processes = 2
+env = INI_SECTION=staging
+"""
+
+
+def test_ini_file_and_section(mercy, tmp_path):
+    """--ini FILE:SECTION reads that section only (here 2 processes and its
+    env), --ini FILE reads [uwsgi], and a section the file lacks is an
+    error that names it."""
+    ini = tmp_path / "site.ini"
+    ini.write_text(SECTIONS_INI.format(app=API_APP))
+
+    staging = mercy("--ini", f"{ini}:staging", ready=2)
+    assert sorted(staging.worker_pids()) == [1, 2]
+    for info in info_until_workers(staging, 2).values():
+        assert info["ini_env"] == {"INI_SECTION": "staging"}
+        assert info["numproc"] == 2
+
+    default = mercy("--ini", ini, ready=1)
+    info = default.get("/info").json()
+    assert (info["ini_env"], info["numproc"]) == ({"INI_SECTION": "uwsgi"}, 1)
+
+    missing = mercy("--ini", f"{ini}:production", ready=0)
+    assert missing.wait_exit() == 1
+    assert "it has no [production] section" in missing.text(), missing.tail()
+
+
+def test_http_socket_and_http_in_an_ini_file(mercy, tmp_path):
+    """An ini file's `http-socket` and uWSGI's `http` (its router, which
+    mercy's workers replace) both serve HTTP."""
+    ports = [free_port(), free_port()]
+    ini = tmp_path / "http.ini"
+    ini.write_text(f"[uwsgi]\nwsgi-file = {API_APP}\n"
+                   f"http-socket = 127.0.0.1:{ports[0]}\nhttp = 127.0.0.1:{ports[1]}\n")
+    server = mercy(ini, http=False)
+    for port in ports:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+        try:
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (200, b"hello")
+        finally:
+            connection.close()
+    server.assert_no_events("unsupported_option")
+
+
+def test_vacuum_removes_the_socket_and_pidfile_at_exit_only(mercy, short_dir):
+    """--vacuum (noted: mercy always cleans up): the unix socket and the
+    pidfile stay through a graceful reload, and the socket serves after
+    it; both are removed when mercy exits."""
+    path = short_dir / "app.sock"
+    pidfile = short_dir / "mercy.pid"
+    server = mercy("--wsgi-file", ECHO_APP, "--socket", path, "--pidfile", pidfile,
+                   "--vacuum", http=False)
+    assert any("--vacuum" in note for note in no_effect_notes(server))
+    assert pidfile.read_text().strip() == str(server.pid)
+    assert echo(path, request_vars("GET", "/before"))["path"] == "/before"
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    assert stat.S_ISSOCK(os.stat(path).st_mode) and pidfile.exists()
+    assert echo(path, request_vars("GET", "/after-reload"))["path"] == "/after-reload"
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert not path.exists() and not pidfile.exists()
+
+
+def connect_within(port: int, seconds: float) -> socket.socket | None:
+    """A TCP connection whose handshake completed within `seconds`, or
+    None. While the listen queue is full the kernel drops the SYN, so the
+    handshake never completes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.connect_ex(("127.0.0.1", port))
+    _, writable, _ = select.select([], [sock], [], seconds)
+    if writable and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+        sock.setblocking(True)
+        sock.settimeout(REQUEST_TIMEOUT)
+        return sock
+    sock.close()
+    return None
+
+
+def test_listen_backlog_is_applied(mercy):
+    """--listen 3 is the socket's accept queue: with the only worker
+    stopped (SIGSTOP), the kernel completes exactly 4 handshakes (Linux
+    queues backlog + 1) and holds the next one back; once the worker runs
+    again (SIGCONT), every queued connection is served."""
+    server = mercy("--wsgi-file", API_APP, "--listen", "3")
+    [pid] = server.worker_pids().values()
+    queued = []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(10):
+            sock = connect_within(server.port, 3)
+            if sock is None:
+                break
+            queued.append(sock)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        assert len(queued) == 4
+        for sock in queued:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for sock in queued:
+            answer, _ = read_to_close(sock)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"hello")
+    finally:
+        for sock in queued:
+            sock.close()
+
+
+def test_listen_above_somaxconn_is_refused(mercy):
+    """A backlog above the kernel's net.core.somaxconn would be lowered by
+    the kernel without a word: mercy refuses it at start (exit status 1)
+    naming both numbers, as uWSGI does; somaxconn itself is accepted."""
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    server = mercy("--wsgi-file", API_APP, "--listen", str(somaxconn + 1), ready=0)
+    assert server.wait_exit() == 1
+    text = server.text()
+    assert f"--listen {somaxconn + 1} is larger than the kernel's net.core.somaxconn " \
+           f"({somaxconn})" in text, server.tail()
+    server.assert_no_events("spawned")
+
+    accepted = mercy("--wsgi-file", API_APP, "--listen", str(somaxconn))
+    assert accepted.get("/").body == b"hello"
+
+
+# --- mount and manage-script-name ----------------------------------------------------------
+
+
+MOUNT_INI = """\
+[uwsgi]
+mount = {mountpoint}={app}
+manage-script-name = {manage}
+socket = 127.0.0.1:{port}
+"""
+
+
+@pytest.mark.parametrize("mountpoint", ["/app", "/app/"])
+def test_mount_with_manage_script_name(mercy, tmp_path, mountpoint):
+    """`mount = /app=app.py` with `manage-script-name`, as a uWSGI ini
+    has them: a request for /app or under /app/ reaches the app with
+    SCRIPT_NAME /app and PATH_INFO the rest, over HTTP and over the uwsgi
+    protocol (where nginx's SCRIPT_NAME is replaced); other paths, /apps
+    included, keep SCRIPT_NAME as it was and PATH_INFO whole."""
+    port = free_port()
+    ini = tmp_path / "mount.ini"
+    ini.write_text(MOUNT_INI.format(mountpoint=mountpoint, app=ECHO_APP, manage="true",
+                                    port=port))
+    server = mercy(ini)
+    cases = {
+        "/app/items/7?x=1": ("/app", "/items/7"),
+        "/app/": ("/app", "/"),
+        "/app": ("/app", ""),
+        "/apps/x": ("", "/apps/x"),
+        "/other": ("", "/other"),
+    }
+    for target, expected in cases.items():
+        answer = server.get(target).json()
+        assert (answer["script_name"], answer["path"]) == expected, target
+
+    answer = echo(("127.0.0.1", port), request_vars(
+        "GET", "/app/api", extra=[("SCRIPT_NAME", "")]))
+    assert (answer["script_name"], answer["path"]) == ("/app", "/api")
+    answer = echo(("127.0.0.1", port), request_vars(
+        "GET", "/elsewhere", extra=[("SCRIPT_NAME", "/front")]))
+    assert (answer["script_name"], answer["path"]) == ("/front", "/elsewhere")
+
+
+def test_mount_without_manage_script_name_leaves_the_path(mercy, tmp_path):
+    """`mount` alone (as in uWSGI with one app) serves that app for every
+    path and leaves SCRIPT_NAME and PATH_INFO as they came; a module
+    `module:callable` can be mounted too."""
+    port = free_port()
+    ini = tmp_path / "mount.ini"
+    ini.write_text(MOUNT_INI.format(mountpoint="/app", app="uwsgi_echo:application",
+                                    manage="false", port=port)
+                   + f"pythonpath = {APPS}\n")
+    server = mercy(ini)
+    answer = server.get("/app/x").json()
+    assert (answer["script_name"], answer["path"]) == ("", "/app/x")
+    answer = echo(("127.0.0.1", port), request_vars(
+        "GET", "/app/x", extra=[("SCRIPT_NAME", "/app")]))
+    assert (answer["script_name"], answer["path"]) == ("/app", "/app/x")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--mount", str(ECHO_APP)], "expected MOUNTPOINT=APP"),
+    (["--mount", f"app={ECHO_APP}"], "the mountpoint must be a URL path starting with /"),
+    (["--mount", "/app=uwsgi_echo"], "the app must be a .py or .wsgi file, or module:callable"),
+    (["--mount", f"/a={ECHO_APP}", "--mount", f"/b={API_APP}"], "mercy serves one"),
+    (["--mount", f"/a={ECHO_APP}", "--wsgi-file", str(API_APP)], "mercy serves one"),
+], ids=["no-mountpoint", "relative", "bare-module", "two-mounts", "mount-and-file"])
+def test_bad_mount_is_refused(mercy, args, expected):
+    """A --mount mercy cannot serve is refused at start (exit status 1)
+    with the reason: mercy serves one app, under a URL path."""
+    server = mercy(*args, ready=0)
+    assert server.wait_exit() == 1
+    assert expected in server.text(), server.tail()
+    server.assert_no_events("spawned")

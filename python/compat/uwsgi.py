@@ -37,12 +37,16 @@ def reload():
 
 
 def setprocname(name):
+    """Name the worker process as `ps -o comm` and `top` show it (the
+    kernel keeps 15 bytes). uWSGI also rewrites the command line; mercy
+    leaves it as `mercy worker N (generation G)`, which `ps -f` shows."""
     _mercy.set_process_name(str(name))
 
 
 def accepting(accepting=True):
-    """uWSGI uses this for chain reloads; a mercy worker reports ready once
-    its app is imported, so this has nothing left to do."""
+    """uWSGI marks the worker as accepting with this; a mercy worker reports
+    ready once its app is imported, so this has nothing left to do (the
+    stats document shows the worker accepting whatever the argument)."""
     return None
 
 

@@ -1,259 +1,172 @@
-//! How mercy treats uWSGI's options that it has no option of its own for:
-//! accepted because mercy already behaves that way, or not supported, with
-//! what to do instead. `mercy --options-table` prints this as Markdown
-//! (docs/uwsgi-options.md is generated from it and checked in CI).
+//! How mercy treats each option of uWSGI 2.0: supported (mercy has it under
+//! the same name), accepted with no effect because mercy already behaves
+//! that way, or not supported, with what to do instead. `mercy
+//! --options-table` prints this as Markdown (docs/uwsgi-options.md is
+//! generated from it and checked in CI).
 
-/// What mercy does with a uWSGI option it has no option of its own for.
+mod uwsgi_table;
+
+use std::collections::BTreeMap;
+
+use uwsgi_table::{GROUPS, SHORT_OPTIONS, WITHOUT_VALUE};
+
+/// What mercy does with a uWSGI option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Treatment {
+    /// mercy has the option under this name (or an alias of it).
+    Supported,
     /// Accepted with no effect; the text says why nothing is lost.
     AlreadySo(&'static str),
     /// Named at start with what to do instead; an error under `--strict`.
     Unsupported(&'static str),
 }
 
-/// uWSGI options with their treatment, by name (without `--`).
-pub const UWSGI_OPTIONS: &[(&str, Treatment)] = &[
-    (
-        "master",
-        Treatment::AlreadySo("mercy always runs a master process"),
-    ),
-    (
-        "lazy-apps",
-        Treatment::AlreadySo(
-            "every worker imports the app itself; nothing is loaded before a fork",
-        ),
-    ),
-    (
-        "lazy",
-        Treatment::AlreadySo("every worker imports the app itself"),
-    ),
-    (
-        "enable-threads",
-        Treatment::AlreadySo("Python threads always work in mercy workers"),
-    ),
-    (
-        "die-on-term",
-        Treatment::AlreadySo("SIGTERM is always a graceful shutdown"),
-    ),
-    (
-        "single-interpreter",
-        Treatment::AlreadySo("a worker has exactly one interpreter"),
-    ),
-    (
-        "need-app",
-        Treatment::AlreadySo("an app that cannot load always stops the start (exit status 3)"),
-    ),
-    (
-        "no-orphans",
-        Treatment::AlreadySo("workers retire on their own when the master is gone"),
-    ),
-    (
-        "thunder-lock",
-        Treatment::AlreadySo("accepting is done by each worker's event loop; no lock is needed"),
-    ),
-    (
-        "py-call-osafterfork",
-        Treatment::AlreadySo("no Python state is ever forked"),
-    ),
-    (
-        "vacuum",
-        Treatment::AlreadySo("unix sockets are removed at exit"),
-    ),
-    ("strict", Treatment::AlreadySo("read by mercy itself")),
-    (
-        "memory-report",
-        Treatment::AlreadySo("the request log and stats carry the figures"),
-    ),
-    (
-        "log-master",
-        Treatment::AlreadySo("workers log through the master's standard error already"),
-    ),
-    (
-        "gevent-early-monkey-patch",
-        Treatment::AlreadySo("mercy patches before anything else is imported"),
-    ),
-    (
-        "auto-procname",
-        Treatment::AlreadySo("workers are named `mercy worker N (generation G)`"),
-    ),
-    (
-        "http-keepalive",
-        Treatment::AlreadySo("keep-alive is on; set the idle time with --keep-alive"),
-    ),
-    (
-        "so-keepalive",
-        Treatment::AlreadySo("no effect on loopback or behind a proxy"),
-    ),
-    (
-        "plugins",
-        Treatment::AlreadySo("mercy has the Python WSGI support built in"),
-    ),
-    (
-        "plugin",
-        Treatment::AlreadySo("mercy has the Python WSGI support built in"),
-    ),
-    (
-        "uid",
-        Treatment::Unsupported(
-            "start mercy as the user it should run as (systemd User=, a container USER)",
-        ),
-    ),
-    (
-        "gid",
-        Treatment::Unsupported("start mercy as the group it should run as (systemd Group=)"),
-    ),
-    (
-        "daemonize",
-        Treatment::Unsupported(
-            "run mercy under a supervisor (systemd, a container) and use --logto for a log file",
-        ),
-    ),
-    (
-        "emperor",
-        Treatment::Unsupported("run one mercy per app under systemd or a container orchestrator"),
-    ),
-    (
-        "cheaper",
-        Treatment::Unsupported("use a fixed --processes; SIGTTIN/SIGTTOU change it by one"),
-    ),
-    (
-        "cheaper-algo",
-        Treatment::Unsupported("use a fixed --processes"),
-    ),
-    (
-        "static-map",
-        Treatment::Unsupported(
-            "serve static files from the front proxy (nginx) or the app (WhiteNoise)",
-        ),
-    ),
-    (
-        "static-map2",
-        Treatment::Unsupported(
-            "serve static files from the front proxy (nginx) or the app (WhiteNoise)",
-        ),
-    ),
-    (
-        "check-static",
-        Treatment::Unsupported(
-            "serve static files from the front proxy (nginx) or the app (WhiteNoise)",
-        ),
-    ),
-    (
-        "offload-threads",
-        Treatment::Unsupported("mercy writes responses from Rust already; remove the option"),
-    ),
-    (
-        "py-autoreload",
-        Treatment::Unsupported("use --touch-reload or send SIGHUP from a file watcher"),
-    ),
-    (
-        "spooler",
-        Treatment::Unsupported("use a task queue (Celery, RQ)"),
-    ),
-    (
-        "mule",
-        Treatment::Unsupported(
-            "run background work in its own process (a task queue or a systemd service)",
-        ),
-    ),
-    ("cron", Treatment::Unsupported("use systemd timers or cron")),
-    ("cache2", Treatment::Unsupported("use Redis or memcached")),
-    (
-        "route",
-        Treatment::Unsupported("do routing in the front proxy or the app"),
-    ),
-    (
-        "harakiri-verbose",
-        Treatment::Unsupported("a harakiri always logs the request and its Python stack"),
-    ),
-    (
-        "reload-mercy",
-        Treatment::Unsupported("use --worker-reload-mercy, which bounds every retirement"),
-    ),
-    (
-        "skip-atexit",
-        Treatment::Unsupported(
-            "a retiring worker always runs its shutdown hooks within --worker-reload-mercy",
-        ),
-    ),
-    (
-        "async",
-        Treatment::Unsupported("use --gevent N for concurrent requests in one worker"),
-    ),
-    ("ugreen", Treatment::Unsupported("use --gevent N")),
-    ("pidfile2", Treatment::Unsupported("use --pidfile")),
-    (
-        "logformat",
-        Treatment::Unsupported("use --log-json and format the JSON lines downstream"),
-    ),
-    (
-        "log-format",
-        Treatment::Unsupported("use --log-json and format the JSON lines downstream"),
-    ),
-    (
-        "log-4xx",
-        Treatment::Unsupported("the request log has every status; filter it downstream"),
-    ),
-    (
-        "log-5xx",
-        Treatment::Unsupported("the request log has every status; filter it downstream"),
-    ),
-    (
-        "max-fd",
-        Treatment::Unsupported("raise the limit in the service manager (LimitNOFILE=)"),
-    ),
-    (
-        "limit-as",
-        Treatment::Unsupported("set a memory limit in the service manager (MemoryMax=)"),
-    ),
-    (
-        "procname-prefix",
-        Treatment::Unsupported("remove the option: workers are named by mercy"),
-    ),
-    (
-        "procname",
-        Treatment::Unsupported("remove the option: workers are named by mercy"),
-    ),
-];
-
-/// The treatment of a uWSGI option mercy has no option for, if it knows it.
+/// The treatment of a uWSGI option, or `None` when uWSGI has no option of
+/// that name (in an ini file such a key defines a placeholder).
 pub fn treatment(name: &str) -> Option<Treatment> {
-    UWSGI_OPTIONS
+    GROUPS
         .iter()
-        .find(|(known, _)| *known == name)
-        .map(|(_, treatment)| *treatment)
+        .find(|group| group.names.contains(&name))
+        .map(|group| group.treatment)
 }
 
-/// The classification as a Markdown document: mercy's own options, the
-/// uWSGI options accepted with no effect, and those not supported.
-pub fn markdown_table(own: &[(String, String)]) -> String {
-    let mut out = String::from(
+/// Whether a uWSGI option takes the next command-line argument as its value
+/// (`--cheaper 2`), as opposed to a flag (`--master`).
+pub fn takes_value(name: &str) -> bool {
+    !WITHOUT_VALUE.contains(&name)
+}
+
+/// The long name a uWSGI one-letter option (`-M`) stands for.
+pub fn long_name(letter: char) -> Option<&'static str> {
+    SHORT_OPTIONS
+        .iter()
+        .find(|(short, _)| *short == letter)
+        .map(|(_, long)| *long)
+}
+
+/// Every uWSGI option with its treatment.
+pub fn all_options() -> impl Iterator<Item = (&'static str, Treatment)> {
+    GROUPS
+        .iter()
+        .flat_map(|group| group.names.iter().map(move |name| (*name, group.treatment)))
+}
+
+/// One of mercy's options as the table shows it: every name it answers to
+/// (without `--`) and its help text.
+pub struct OwnOption {
+    pub names: Vec<String>,
+    pub help: String,
+}
+
+/// The classification as a Markdown document: the uWSGI options mercy has,
+/// mercy's own options, the uWSGI options accepted with no effect, and
+/// those not supported (each in alphabetical order).
+pub fn markdown_table(own: &[OwnOption]) -> String {
+    let total = all_options().count();
+    let mut out = format!(
         "# uWSGI options in mercy\n\n\
          Generated by `mercy --options-table`; CI checks it is current.\n\n\
-         ## Supported\n\n| option | meaning |\n|---|---|\n",
+         Each of the {total} options of uWSGI 2.0 (its core and the plugins its \
+         default build embeds) is in one of three tables below: supported, \
+         accepted with no effect, or not supported. mercy names every uWSGI \
+         option it does not support at start (from the command line, ini files \
+         and `UWSGI_*` environment variables) with what to do instead, and \
+         refuses it under `--strict`. An ini key that is not a uWSGI option \
+         defines a placeholder, as in uWSGI (an error under `--strict`).\n"
     );
-    for (name, help) in own {
-        out.push_str(&format!("| `{name}` | {help} |\n"));
+    let (uwsgi_named, mercy_only): (Vec<&OwnOption>, Vec<&OwnOption>) =
+        own.iter().partition(|option| {
+            option
+                .names
+                .iter()
+                .any(|name| treatment(name) == Some(Treatment::Supported))
+        });
+    out.push_str("\n## Supported\n\n| option | meaning |\n|---|---|\n");
+    for option in uwsgi_named {
+        push_own_row(&mut out, option);
+    }
+    out.push_str("\n## mercy's own options (uWSGI has none of these)\n\n");
+    out.push_str("| option | meaning |\n|---|---|\n");
+    for option in mercy_only {
+        push_own_row(&mut out, option);
     }
     out.push_str("\n## Accepted, no effect needed\n\n| option | why |\n|---|---|\n");
-    for (name, treatment) in UWSGI_OPTIONS {
-        if let Treatment::AlreadySo(why) = treatment {
-            out.push_str(&format!("| `{name}` | {why} |\n"));
-        }
+    for (name, why) in sorted(|treatment| match treatment {
+        Treatment::AlreadySo(why) => Some(why),
+        _ => None,
+    }) {
+        out.push_str(&format!("| `--{name}` | {why} |\n"));
     }
     out.push_str(
         "\n## Not supported\n\nNamed at start with what to do instead; an error \
          under `--strict`.\n\n| option | instead |\n|---|---|\n",
     );
-    for (name, treatment) in UWSGI_OPTIONS {
-        if let Treatment::Unsupported(instead) = treatment {
-            out.push_str(&format!("| `{name}` | {instead} |\n"));
+    for (name, instead) in sorted(|treatment| match treatment {
+        Treatment::Unsupported(instead) => Some(instead),
+        _ => None,
+    }) {
+        out.push_str(&format!("| `--{name}` | {instead} |\n"));
+    }
+    out
+}
+
+fn push_own_row(out: &mut String, option: &OwnOption) {
+    let names: Vec<String> = option.names.iter().map(|n| format!("`--{n}`")).collect();
+    out.push_str(&format!("| {} | {} |\n", names.join(", "), option.help));
+}
+
+/// The uWSGI options whose treatment has a text, by name, with that text.
+fn sorted(
+    text: impl Fn(Treatment) -> Option<&'static str>,
+) -> BTreeMap<&'static str, &'static str> {
+    all_options()
+        .filter_map(|(name, treatment)| Some((name, text(treatment)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_option_is_classified_once() {
+        let mut seen = HashSet::new();
+        for (name, _) in all_options() {
+            assert!(seen.insert(name), "{name} is classified twice");
+        }
+        assert!(seen.len() > 1000, "{} options", seen.len());
+        for name in WITHOUT_VALUE {
+            assert!(treatment(name).is_some(), "{name} is not classified");
+        }
+        for (_, name) in SHORT_OPTIONS {
+            assert!(treatment(name).is_some(), "-{name} is not classified");
         }
     }
-    out.push_str(
-        "\nAny other key in an ini file defines a placeholder, as in uWSGI \
-         (an error under `--strict`).\n",
-    );
-    out
+
+    #[test]
+    fn texts_are_one_line() {
+        for (name, treatment) in all_options() {
+            if let Treatment::AlreadySo(text) | Treatment::Unsupported(text) = treatment {
+                assert!(
+                    !text.contains('\n') && !text.contains('|'),
+                    "{name}: {text}"
+                );
+                assert!(text.len() > 10, "{name}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn well_known_options() {
+        assert_eq!(treatment("http-socket"), Some(Treatment::Supported));
+        assert!(matches!(treatment("master"), Some(Treatment::AlreadySo(_))));
+        assert!(matches!(
+            treatment("cheaper-busyness-max"),
+            Some(Treatment::Unsupported(_))
+        ));
+        assert_eq!(treatment("not-a-uwsgi-option"), None);
+        assert!(!takes_value("master") && takes_value("cheaper"));
+        assert_eq!(long_name('M'), Some("master"));
+    }
 }

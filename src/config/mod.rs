@@ -42,14 +42,25 @@ pub struct Options {
     #[arg(long, visible_alias = "set-placeholder", value_name = "NAME=VALUE")]
     pub set_ph: Vec<String>,
 
+    /// Set an option (`--set processes=4` means `--processes 4`), or a
+    /// placeholder when NAME is not an option, as uWSGI's `--set` does.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+
     /// Refuse unsupported uWSGI options and unknown ini keys instead of
     /// warning.
     #[arg(long)]
     pub strict: bool,
 
     /// Serve HTTP/1.1 on ADDR (`host:port`, `:port` or a unix socket path).
-    /// Repeatable. uWSGI's `--http-socket` means the same.
-    #[arg(long = "http", visible_alias = "http-socket", value_name = "ADDR")]
+    /// Repeatable. uWSGI's `--http-socket` means the same, and so does its
+    /// `--http`: mercy's workers serve HTTP themselves, with no router.
+    #[arg(
+        long = "http",
+        visible_alias = "http-socket",
+        aliases = ["http11-socket", "httprouter"],
+        value_name = "ADDR"
+    )]
     pub http: Vec<String>,
 
     /// Serve the uwsgi binary protocol (nginx `uwsgi_pass`) on ADDR.
@@ -68,7 +79,13 @@ pub struct Options {
 
     /// Permissions of unix sockets, in octal (`--chmod-socket 660`); the
     /// flag alone means 666.
-    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "666")]
+    #[arg(
+        long,
+        alias = "chmod",
+        value_name = "MODE",
+        num_args = 0..=1,
+        default_missing_value = "666"
+    )]
     pub chmod_socket: Option<String>,
 
     /// Owner of unix sockets: `user` or `user:group`.
@@ -82,6 +99,18 @@ pub struct Options {
     /// Load the WSGI app from this module (`pkg.mod` or `pkg.mod:callable`).
     #[arg(long, visible_alias = "wsgi", value_name = "MODULE")]
     pub module: Option<String>,
+
+    /// Load the WSGI app (a `.py` or `.wsgi` file, or `module:callable`)
+    /// under a URL prefix: `--mount /prefix=app.py`. mercy serves one app,
+    /// so one mount; with --manage-script-name the prefix is moved from
+    /// PATH_INFO to SCRIPT_NAME.
+    #[arg(long, value_name = "MOUNTPOINT=APP")]
+    pub mount: Vec<String>,
+
+    /// For a request under the --mount prefix, SCRIPT_NAME is the prefix and
+    /// PATH_INFO the rest of the path.
+    #[arg(long)]
+    pub manage_script_name: bool,
 
     /// The name of the WSGI callable in the app's module.
     #[arg(long, default_value = "application", value_name = "NAME")]
@@ -104,15 +133,6 @@ pub struct Options {
     #[arg(long)]
     pub no_gevent_monkey_patch: bool,
 
-    /// Accepted as uWSGI spells it: gevent mode monkey-patches by default.
-    #[arg(long, hide = true)]
-    pub gevent_monkey_patch: bool,
-
-    /// Accepted as uWSGI spells it: mercy always patches before the app and
-    /// before its own Python code is imported.
-    #[arg(long, hide = true)]
-    pub gevent_early_monkey_patch: bool,
-
     /// In gevent mode, a retiring worker also waits until the hub has
     /// nothing left to run (after the shutdown hooks ran).
     #[arg(long)]
@@ -127,20 +147,28 @@ pub struct Options {
     pub spawn_timeout: u64,
 
     /// A virtualenv whose packages the app imports (`VIRTUAL_ENV` if unset).
-    #[arg(long, visible_alias = "home", short = 'H', value_name = "PATH")]
+    #[arg(
+        long,
+        visible_alias = "home",
+        aliases = ["venv", "pyhome"],
+        short = 'H',
+        value_name = "PATH"
+    )]
     pub virtualenv: Option<PathBuf>,
 
     /// A folder added to the front of `sys.path`. Repeatable.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, aliases = ["python-path", "pp"], value_name = "DIR")]
     pub pythonpath: Vec<PathBuf>,
 
     /// Change to this folder before loading the app.
     #[arg(long, value_name = "DIR")]
     pub chdir: Option<PathBuf>,
 
-    /// Listen queue size of each socket.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub listen: u32,
+    /// Listen queue size of each socket (default 1024, or the kernel's
+    /// net.core.somaxconn if that is lower). A larger value than somaxconn is
+    /// refused, as the kernel would lower it.
+    #[arg(long, value_name = "N")]
+    pub listen: Option<u32>,
 
     /// Seconds an idle keep-alive connection is kept open.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
@@ -174,7 +202,7 @@ pub struct Options {
     /// Accept a PROXY protocol header (v1 or v2) at the start of each
     /// connection, as load balancers send it, and take the client address
     /// from it.
-    #[arg(long)]
+    #[arg(long, alias = "http-enable-proxy-protocol")]
     pub enable_proxy_protocol: bool,
 
     /// Set an environment variable (`KEY=VALUE`) before the app loads.
@@ -209,7 +237,7 @@ pub struct Options {
     pub touch_chain_reload: Vec<PathBuf>,
 
     /// Write the master's pid to this file (removed at exit).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "pidfile2", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
 
     /// Replace a worker after it served N requests (gracefully; its
@@ -254,7 +282,7 @@ pub struct Options {
     pub disable_logging: bool,
 
     /// Append the log to this file instead of standard error.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, alias = "logto2", value_name = "FILE")]
     pub logto: Option<PathBuf>,
 }
 
@@ -309,6 +337,9 @@ pub struct Config {
     pub chown_socket: Option<(Option<u32>, Option<u32>)>,
     pub app: AppSource,
     pub callable: String,
+    /// The `--mount` prefix that is moved from PATH_INFO to SCRIPT_NAME
+    /// (`--manage-script-name`); never empty, never ends with `/`.
+    pub script_name: Option<String>,
     pub processes: u32,
     pub concurrency: Concurrency,
     pub reload_mercy: Duration,
@@ -349,8 +380,15 @@ pub struct Config {
 pub enum ConfigError {
     #[error("no app to serve: give --wsgi-file PATH or --module MODULE")]
     NoApp,
-    #[error("--wsgi-file and --module both given: choose one")]
+    #[error("--wsgi-file, --module and --mount name more than one app: mercy serves one, so give one of them (run one mercy per app)")]
     TwoApps,
+    #[error("--mount {value:?}: {reason}")]
+    BadMount { value: String, reason: &'static str },
+    #[error(
+        "--listen {value} is larger than the kernel's net.core.somaxconn ({somaxconn}), \
+         which would silently lower it: raise net.core.somaxconn (sysctl) or lower --listen"
+    )]
+    BacklogAboveSomaxconn { value: u32, somaxconn: u32 },
     #[error("no socket to serve on: give --http ADDR or --socket ADDR")]
     NoSocket,
     #[error("--gevent and --threads cannot be combined: gevent mode runs requests in greenlets on one thread")]
@@ -372,6 +410,8 @@ pub enum ConfigError {
         option: String,
         instead: &'static str,
     },
+    #[error("--strict: environment variable {variable} names no uWSGI or mercy option")]
+    StrictEnvironment { variable: String },
     #[error("--env expects KEY=VALUE, got {0:?}")]
     BadEnv(String),
     #[error("virtualenv {path}: {reason}")]
@@ -392,12 +432,19 @@ pub enum ConfigError {
 impl Options {
     /// Checks every option and turns them into a [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let app = match (self.wsgi_file, self.module) {
-            (Some(_), Some(_)) => return Err(ConfigError::TwoApps),
-            (None, None) => return Err(ConfigError::NoApp),
-            (Some(path), None) => AppSource::File(path),
-            (None, Some(module)) => AppSource::Module(module),
+        let mount = match self.mount.as_slice() {
+            [] => None,
+            [one] => Some(Mount::parse(one)?),
+            [..] => return Err(ConfigError::TwoApps),
         };
+        let (app, mountpoint) = match (self.wsgi_file, self.module, mount) {
+            (None, None, None) => return Err(ConfigError::NoApp),
+            (Some(path), None, None) => (AppSource::File(path), None),
+            (None, Some(module), None) => (AppSource::Module(module), None),
+            (None, None, Some(mount)) => (mount.app, mount.mountpoint),
+            _ => return Err(ConfigError::TwoApps),
+        };
+        let script_name = mountpoint.filter(|_| self.manage_script_name);
         // Socket activation passes the sockets instead, and a worker
         // inherits them from the master.
         let sockets_given = std::env::var_os("LISTEN_FDS").is_some()
@@ -464,7 +511,7 @@ impl Options {
         at_least("--worker-reload-mercy", 1, self.worker_reload_mercy)?;
         at_least("--spawn-timeout", 1, self.spawn_timeout)?;
         at_least("--socket-timeout", 1, self.socket_timeout)?;
-        at_least("--listen", 1, self.listen.into())?;
+        let backlog = backlog(self.listen, somaxconn())?;
         if !(64..=1 << 24).contains(&self.buffer_size) {
             return Err(ConfigError::OutOfRange {
                 option: "--buffer-size",
@@ -496,6 +543,7 @@ impl Options {
             chown_socket,
             app,
             callable: self.callable,
+            script_name,
             processes: self.processes,
             concurrency,
             reload_mercy: Duration::from_secs(self.worker_reload_mercy),
@@ -503,7 +551,7 @@ impl Options {
             virtualenv,
             pythonpath: self.pythonpath,
             chdir: self.chdir,
-            backlog: self.listen,
+            backlog,
             keep_alive: Duration::from_secs(self.keep_alive),
             socket_timeout: Duration::from_secs(self.socket_timeout),
             post_buffering: self.post_buffering,
@@ -554,27 +602,124 @@ pub fn raw_options(args: impl IntoIterator<Item = String>) -> Vec<(String, Optio
     use clap::CommandFactory;
     let command = Options::command();
     let takes_value = |name: &str| {
-        command.get_arguments().any(|arg| {
-            let named = arg.get_long() == Some(name)
+        let own = command.get_arguments().find(|arg| {
+            arg.get_long() == Some(name)
                 || arg
                     .get_all_aliases()
-                    .is_some_and(|aliases| aliases.contains(&name));
-            named && arg.get_action().takes_values()
-        })
+                    .is_some_and(|aliases| aliases.contains(&name))
+        });
+        match own {
+            Some(arg) => arg.get_action().takes_values(),
+            None => compat::treatment(name).is_some() && compat::takes_value(name),
+        }
     };
     let mut options = Vec::new();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         let Some(option) = arg.strip_prefix("--") else {
             continue;
         };
         match option.split_once('=') {
             Some((name, value)) => options.push((name.to_owned(), Some(value.to_owned()))),
-            None if takes_value(option) => options.push((option.to_owned(), args.next())),
+            None if takes_value(option) => {
+                let value = args.next_if(|next| !next.starts_with("--"));
+                options.push((option.to_owned(), value));
+            }
             None => options.push((option.to_owned(), None)),
         }
     }
     options
+}
+
+/// The Markdown table of every uWSGI option and how mercy treats it, with
+/// mercy's own options (docs/uwsgi-options.md).
+pub fn options_table() -> String {
+    use clap::CommandFactory;
+    let mut command = Options::command();
+    command.build();
+    let own: Vec<compat::OwnOption> = command
+        .get_arguments()
+        .filter(|arg| !arg.is_hide_set())
+        .filter_map(|arg| {
+            let mut names = vec![arg.get_long()?.to_owned()];
+            names.extend(
+                arg.get_all_aliases()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(str::to_owned),
+            );
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            Some(compat::OwnOption {
+                names,
+                help: help.replace('\n', " "),
+            })
+        })
+        .collect();
+    compat::markdown_table(&own)
+}
+
+/// An app under a URL prefix: `--mount /prefix=app.py`.
+struct Mount {
+    /// The prefix without its trailing `/`; `None` for `/` itself.
+    mountpoint: Option<String>,
+    app: AppSource,
+}
+
+impl Mount {
+    /// As uWSGI's Python loader reads it: a `.py` or `.wsgi` file, or
+    /// `module:callable`.
+    fn parse(value: &str) -> Result<Self, ConfigError> {
+        let bad = |reason| ConfigError::BadMount {
+            value: value.to_owned(),
+            reason,
+        };
+        let (prefix, app) = value
+            .split_once('=')
+            .ok_or_else(|| bad("expected MOUNTPOINT=APP, like /app=app.py"))?;
+        if !prefix.starts_with('/') {
+            return Err(bad("the mountpoint must be a URL path starting with /"));
+        }
+        let app = if app.ends_with(".py") || app.ends_with(".wsgi") {
+            AppSource::File(PathBuf::from(app))
+        } else if app.contains(':') {
+            AppSource::Module(app.to_owned())
+        } else {
+            return Err(bad(
+                "the app must be a .py or .wsgi file, or module:callable",
+            ));
+        };
+        let prefix = prefix.trim_end_matches('/');
+        Ok(Self {
+            mountpoint: (!prefix.is_empty()).then(|| prefix.to_owned()),
+            app,
+        })
+    }
+}
+
+/// The listen backlog: `--listen` if given (at least 1, at most the
+/// kernel's somaxconn, which would lower it silently, as uWSGI refuses
+/// too), else 1024 or somaxconn if lower.
+fn backlog(listen: Option<u32>, somaxconn: Option<u32>) -> Result<u32, ConfigError> {
+    const DEFAULT: u32 = 1024;
+    let Some(value) = listen else {
+        return Ok(somaxconn.map_or(DEFAULT, |max| DEFAULT.min(max.max(1))));
+    };
+    at_least("--listen", 1, value.into())?;
+    match somaxconn {
+        Some(somaxconn) if value > somaxconn => {
+            Err(ConfigError::BacklogAboveSomaxconn { value, somaxconn })
+        }
+        _ => Ok(value),
+    }
+}
+
+/// The kernel's largest listen backlog (Linux), if it can be read.
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `user`, `user:group`, `:group`, or numeric ids, to (uid, gid).

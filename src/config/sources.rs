@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use ini::{Ini, ParseOption};
 
-use super::compat::{treatment, Treatment};
+use super::compat::{self, Treatment};
 use super::{ConfigError, Options};
 
 /// Environment variables of mercy's own that are not options.
@@ -19,6 +19,22 @@ const RESERVED_ENV: [&str; 4] = [
     "MERCY_BIN",
     "MERCY_SOCKETS_ACTIVATED",
 ];
+
+/// `UWSGI_*` variables that uWSGI keeps for itself rather than reading as
+/// options; mercy leaves them alone too.
+const UWSGI_RESERVED_ENV: [&str; 8] = [
+    "UWSGI_RELOADS",
+    "UWSGI_VASSALS_DIR",
+    "UWSGI_EMPEROR_FD",
+    "UWSGI_BROODLORD_NUM",
+    "UWSGI_EMPEROR_FD_CONFIG",
+    "UWSGI_EMPEROR_PROXY",
+    "UWSGI_JAIL_PID",
+    "UWSGI_ORIGINAL_PROC_NAME",
+];
+
+/// How deep `ini = FILE` may nest inside ini files.
+const MAX_INI_DEPTH: usize = 8;
 
 /// Something about the options an operator should read at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +46,9 @@ pub enum Notice {
         option: String,
         instead: &'static str,
     },
+    /// A `UWSGI_*` environment variable that names no option: as in uWSGI,
+    /// it only defines a placeholder.
+    EnvironmentPlaceholder { variable: String, name: String },
 }
 
 /// The parsed options and what to say about them.
@@ -70,6 +89,8 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
         Some((program, rest)) => (program.clone(), rest.to_vec()),
         None => ("mercy".to_owned(), Vec::new()),
     };
+    let command_line = known.rewrite_command_line(command_line);
+    let command_line_seen = super::raw_options(command_line.iter().cloned());
     let mut notices = Vec::new();
     let command_line = known.filter_command_line(command_line, &mut notices);
 
@@ -78,7 +99,6 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
     let first =
         Options::try_parse_from(std::iter::once(program.clone()).chain(command_line.clone()))
             .map_err(LoadError::Usage)?;
-    let strict = first.strict;
     let mut placeholders: HashMap<String, String> = HashMap::new();
     for pair in &first.set_ph {
         let (name, value) = pair
@@ -87,33 +107,43 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
         placeholders.insert(name.to_owned(), value.to_owned());
     }
 
-    let mut pairs: Vec<(String, Option<String>)> = environment_pairs(&known);
+    let environment = environment_options(&known);
+    let mut strict = first.strict || environment.sets_strict();
+    let mut pairs = environment.options;
     let mut seen = pairs.clone();
+    for (variable, name, value) in environment.placeholders {
+        if strict {
+            return Err(ConfigError::StrictEnvironment { variable }.into());
+        }
+        seen.push((name.clone(), Some(value.clone())));
+        placeholders.insert(name.clone(), value);
+        notices.push(Notice::EnvironmentPlaceholder { variable, name });
+    }
     let files = first
         .config_files
         .iter()
         .map(|path| (path.clone(), None))
         .chain(first.ini.iter().map(|spec| split_section(spec)));
     for (path, section) in files {
-        let (options, keys) =
-            read_ini(&path, section.as_deref(), &known, &mut placeholders, strict)?;
+        let mut reader = IniReader {
+            known: &known,
+            placeholders: &mut placeholders,
+            strict: &mut strict,
+            depth: 0,
+        };
+        let (options, keys) = reader.read(&path, section.as_deref())?;
         pairs.extend(options);
         seen.extend(keys);
     }
-    seen.extend(super::raw_options(command_line.iter().cloned()));
+    seen.extend(command_line_seen);
     let _ = SEEN.set(seen);
 
     let mut arguments = vec![program];
     for (name, value) in pairs {
-        match treatment(&name).filter(|_| !known.is_own(&name)) {
-            Some(Treatment::AlreadySo(why)) => {
-                notices.push(Notice::AlreadySo { option: name, why })
-            }
-            Some(Treatment::Unsupported(instead)) => notices.push(Notice::Unsupported {
-                option: name,
-                instead,
-            }),
-            None => push_argument(&mut arguments, &known, &name, value),
+        if known.is_own(&name) {
+            push_argument(&mut arguments, &known, &name, value);
+        } else {
+            note(&mut notices, &name);
         }
     }
     arguments.extend(command_line);
@@ -132,6 +162,24 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
     }
     let options = Options::try_parse_from(arguments).map_err(LoadError::Usage)?;
     Ok(Loaded { options, notices })
+}
+
+/// Notes a uWSGI option mercy has no option for, once per name.
+fn note(notices: &mut Vec<Notice>, name: &str) {
+    let notice = match compat::treatment(name) {
+        Some(Treatment::AlreadySo(why)) => Notice::AlreadySo {
+            option: name.to_owned(),
+            why,
+        },
+        Some(Treatment::Unsupported(instead)) => Notice::Unsupported {
+            option: name.to_owned(),
+            instead,
+        },
+        Some(Treatment::Supported) | None => return,
+    };
+    if !notices.contains(&notice) {
+        notices.push(notice);
+    }
 }
 
 /// `file.ini:section` -> (file.ini, section).
@@ -168,89 +216,180 @@ fn is_true(value: &str) -> bool {
     )
 }
 
-/// `UWSGI_FOO_BAR=x` and `MERCY_FOO_BAR=x` mean `--foo-bar x`, for names
-/// mercy or uWSGI know; other variables with these prefixes are ignored.
-fn environment_pairs(known: &KnownOptions) -> Vec<(String, Option<String>)> {
-    let mut pairs: Vec<(String, Option<String>)> = std::env::vars()
-        .filter(|(key, _)| !RESERVED_ENV.contains(&key.as_str()))
-        .filter_map(|(key, value)| {
-            let name = key
-                .strip_prefix("UWSGI_")
-                .or_else(|| key.strip_prefix("MERCY_"))?
-                .to_ascii_lowercase()
-                .replace('_', "-");
-            (known.is_own(&name) || treatment(&name).is_some()).then_some((name, Some(value)))
-        })
-        .collect();
-    pairs.sort();
-    pairs
+/// The options found in the environment.
+struct EnvironmentOptions {
+    /// `(option, value)` for names mercy or uWSGI know, sorted.
+    options: Vec<(String, Option<String>)>,
+    /// `(variable, placeholder, value)` for `UWSGI_*` names that are no
+    /// option.
+    placeholders: Vec<(String, String, String)>,
 }
 
-/// Reads the `[uwsgi]` and `[mercy]` sections (or the one asked for) of an
-/// ini file, in order, expanding placeholders, magic variables and
-/// environment variables.
-fn read_ini(
-    path: &Path,
-    section: Option<&str>,
-    known: &KnownOptions,
-    placeholders: &mut HashMap<String, String>,
-    strict: bool,
-) -> Result<IniOptions, ConfigError> {
-    let bad = |reason: String| ConfigError::Ini {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let options = ParseOption {
-        enabled_quote: false,
-        enabled_escape: false,
-        ..ParseOption::default()
-    };
-    let ini = Ini::load_from_str_opt(&text, options).map_err(|e| bad(e.to_string()))?;
-    let sections: Vec<&str> = match section {
-        Some(name) => vec![name],
-        None => vec!["uwsgi", "mercy"],
-    };
-    if !sections
-        .iter()
-        .any(|name| ini.section(Some(*name)).is_some())
-    {
-        return Err(bad(format!(
-            "it has no [{}] section",
-            sections.join("] or [")
-        )));
+impl EnvironmentOptions {
+    fn sets_strict(&self) -> bool {
+        self.options
+            .iter()
+            .any(|(name, value)| name == "strict" && value.as_deref().is_none_or(is_true))
     }
-    let magic = Magic::of(path);
-    let mut earlier: HashMap<String, String> = HashMap::new();
-    let mut pairs = Vec::new();
-    let mut keys = Vec::new();
-    for name in sections {
-        for properties in ini.section_all(Some(name)) {
-            for (key, raw) in properties.iter() {
-                let value = expand(raw, placeholders, &earlier, &magic)
-                    .map_err(|reason| bad(format!("{key} = {raw}: {reason}")))?;
-                if matches!(key, "set-ph" | "set-placeholder") {
-                    let (name, value) = value
-                        .split_once('=')
-                        .ok_or_else(|| ConfigError::BadPlaceholder(value.clone()))?;
-                    placeholders.insert(name.to_owned(), value.to_owned());
-                    continue;
-                }
-                earlier.insert(key.to_owned(), value.clone());
-                keys.push((key.to_owned(), Some(value.clone())));
-                if known.is_own(key) || treatment(key).is_some() {
-                    pairs.push((key.to_owned(), Some(value)));
-                } else if strict {
-                    return Err(bad(format!(
-                        "unknown option {key:?} (without --strict it would define a placeholder)"
-                    )));
-                } else {
-                    placeholders.insert(key.to_owned(), value);
+}
+
+/// `UWSGI_FOO_BAR=x` and `MERCY_FOO_BAR=x` mean `--foo-bar x` for names
+/// mercy or uWSGI know. Any other `UWSGI_*` variable defines a placeholder,
+/// as in uWSGI; other `MERCY_*` variables are the app's own and ignored.
+fn environment_options(known: &KnownOptions) -> EnvironmentOptions {
+    let mut variables: Vec<(String, String)> = std::env::vars()
+        .filter(|(key, _)| !RESERVED_ENV.contains(&key.as_str()))
+        .filter(|(key, _)| !UWSGI_RESERVED_ENV.contains(&key.as_str()))
+        .collect();
+    variables.sort();
+    let mut found = EnvironmentOptions {
+        options: Vec::new(),
+        placeholders: Vec::new(),
+    };
+    for (key, value) in variables {
+        let (uwsgi, rest) = match (key.strip_prefix("UWSGI_"), key.strip_prefix("MERCY_")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => continue,
+        };
+        let name = rest.to_ascii_lowercase().replace('_', "-");
+        if known.is_own(&name) || compat::treatment(&name).is_some() {
+            found.options.push((name, Some(value)));
+        } else if uwsgi && !name.is_empty() {
+            found.placeholders.push((key, name, value));
+        }
+    }
+    found
+}
+
+/// Reads ini files: the `[uwsgi]` and `[mercy]` sections (or the one asked
+/// for), in order, expanding placeholders, magic variables and environment
+/// variables, and following `ini = FILE` inside them.
+struct IniReader<'a> {
+    known: &'a KnownOptions,
+    placeholders: &'a mut HashMap<String, String>,
+    /// Set by `--strict`, or by a `strict` key read so far.
+    strict: &'a mut bool,
+    depth: usize,
+}
+
+impl IniReader<'_> {
+    fn read(&mut self, path: &Path, section: Option<&str>) -> Result<IniOptions, ConfigError> {
+        let bad = |reason: String| ConfigError::Ini {
+            path: path.to_owned(),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let options = ParseOption {
+            enabled_quote: false,
+            enabled_escape: false,
+            ..ParseOption::default()
+        };
+        let ini = Ini::load_from_str_opt(&text, options).map_err(|e| bad(e.to_string()))?;
+        let sections: Vec<&str> = match section {
+            Some(name) => vec![name],
+            None => vec!["uwsgi", "mercy"],
+        };
+        if !sections
+            .iter()
+            .any(|name| ini.section(Some(*name)).is_some())
+        {
+            return Err(bad(format!(
+                "it has no [{}] section",
+                sections.join("] or [")
+            )));
+        }
+        let magic = Magic::of(path);
+        let mut earlier: HashMap<String, String> = HashMap::new();
+        let mut read = (Vec::new(), Vec::new());
+        for name in sections {
+            for properties in ini.section_all(Some(name)) {
+                for (key, raw) in properties.iter() {
+                    let value = expand(raw, self.placeholders, &earlier, &magic)
+                        .map_err(|reason| bad(format!("{key} = {raw}: {reason}")))?;
+                    self.key(path, key, value, &mut earlier, &mut read)?;
                 }
             }
         }
+        Ok(read)
     }
-    Ok((pairs, keys))
+
+    /// One `key = value` line, its value expanded.
+    fn key(
+        &mut self,
+        path: &Path,
+        key: &str,
+        value: String,
+        earlier: &mut HashMap<String, String>,
+        (pairs, keys): &mut IniOptions,
+    ) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::Ini {
+            path: path.to_owned(),
+            reason,
+        };
+        let (key, value) = match key {
+            "set-ph" | "set-placeholder" => {
+                let (name, value) = value
+                    .split_once('=')
+                    .ok_or_else(|| ConfigError::BadPlaceholder(value.clone()))?;
+                self.placeholders.insert(name.to_owned(), value.to_owned());
+                return Ok(());
+            }
+            // `set = name=value`: an option if there is one of that name,
+            // else a placeholder.
+            "set" => match value.split_once('=') {
+                Some((name, value)) => (name.to_owned(), value.to_owned()),
+                None => return Err(ConfigError::BadPlaceholder(value)),
+            },
+            _ => (key.to_owned(), value),
+        };
+        if key == "ini" {
+            return self.nested(path, &value, pairs, keys);
+        }
+        earlier.insert(key.clone(), value.clone());
+        keys.push((key.clone(), Some(value.clone())));
+        if key == "strict" && is_true(&value) {
+            *self.strict = true;
+        }
+        if self.known.is_own(&key) || compat::treatment(&key).is_some() {
+            pairs.push((key, Some(value)));
+        } else if *self.strict {
+            return Err(bad(format!(
+                "unknown option {key:?} (without --strict it would define a placeholder)"
+            )));
+        } else {
+            self.placeholders.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// `ini = other.ini[:section]` inside an ini file reads that file there.
+    fn nested(
+        &mut self,
+        path: &Path,
+        spec: &str,
+        pairs: &mut Vec<(String, Option<String>)>,
+        keys: &mut Vec<(String, Option<String>)>,
+    ) -> Result<(), ConfigError> {
+        if self.depth >= MAX_INI_DEPTH {
+            return Err(ConfigError::Ini {
+                path: path.to_owned(),
+                reason: format!("ini = {spec}: files nest more than {MAX_INI_DEPTH} deep"),
+            });
+        }
+        let (nested_path, section) = split_section(spec);
+        let mut inner = IniReader {
+            known: self.known,
+            placeholders: self.placeholders,
+            strict: self.strict,
+            depth: self.depth + 1,
+        };
+        let (inner_pairs, inner_keys) = inner.read(&nested_path, section.as_deref())?;
+        pairs.extend(inner_pairs);
+        keys.extend(inner_keys);
+        Ok(())
+    }
 }
 
 /// An ini file's options for mercy, and every key it set (for `uwsgi.opt`).
@@ -322,10 +461,7 @@ fn expand(
                 b'p' => magic.path.clone(),
                 b'x' => magic.extension.clone(),
                 b'c' => magic.dir_name.clone(),
-                b'k' => std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-                    .to_string(),
+                b'k' => online_cpus().to_string(),
                 b'h' => nix::unistd::gethostname()
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_default(),
@@ -343,6 +479,14 @@ fn expand(
     Ok(out)
 }
 
+/// The number of CPUs online, as uWSGI's `%k` counts them (not limited by
+/// this process's affinity or cgroup).
+fn online_cpus() -> libc::c_long {
+    // SAFETY: sysconf only reads a system value; it has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    online.max(1)
+}
+
 /// mercy's own options, from clap's definition.
 struct KnownOptions {
     command: clap::Command,
@@ -350,9 +494,10 @@ struct KnownOptions {
 
 impl KnownOptions {
     fn new() -> Self {
-        Self {
-            command: Options::command(),
-        }
+        let mut command = Options::command();
+        // Building adds the options clap provides itself (`--help`).
+        command.build();
+        Self { command }
     }
 
     fn find(&self, name: &str) -> Option<&clap::Arg> {
@@ -370,6 +515,72 @@ impl KnownOptions {
             .is_some_and(|arg| arg.get_action().takes_values())
     }
 
+    /// Writes uWSGI's spellings in mercy's: a one-letter uWSGI option that
+    /// mercy has no letter for (`-M`) in its long form, and `--set
+    /// NAME=VALUE` as the option it sets (`--NAME VALUE`), or as
+    /// `--set-ph NAME=VALUE` when NAME is no option.
+    fn rewrite_command_line(&self, args: Vec<String>) -> Vec<String> {
+        let mut rewritten = Vec::with_capacity(args.len());
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let arg = self.long_form(arg);
+            let set = match arg.strip_prefix("--set") {
+                Some("") => args.next(),
+                Some(inline) => inline.strip_prefix('=').map(str::to_owned),
+                None => None,
+            };
+            let Some(set) = set else {
+                rewritten.push(arg);
+                continue;
+            };
+            match set.split_once('=') {
+                Some((name, value)) if self.is_option(name) => {
+                    self.push_set(&mut rewritten, name, value);
+                }
+                // No `=`: clap reports it as a placeholder that is not
+                // NAME=VALUE.
+                _ => rewritten.extend(["--set-ph".to_owned(), set]),
+            }
+        }
+        rewritten
+    }
+
+    /// `-M` as `--master`, for uWSGI's letters that mercy does not define.
+    fn long_form(&self, arg: String) -> String {
+        let mut chars = arg.chars();
+        let (Some('-'), Some(letter), None) = (chars.next(), chars.next(), chars.next()) else {
+            return arg;
+        };
+        let mercy_has_it = self
+            .command
+            .get_arguments()
+            .any(|option| option.get_short() == Some(letter));
+        match compat::long_name(letter) {
+            Some(long) if !mercy_has_it => format!("--{long}"),
+            _ => arg,
+        }
+    }
+
+    /// `--set NAME=VALUE` for an option: `--NAME VALUE`, or `--NAME` for a
+    /// flag that VALUE turns on (nothing when it turns it off).
+    fn push_set(&self, args: &mut Vec<String>, name: &str, value: &str) {
+        let takes_value = if self.is_own(name) {
+            self.takes_value(name)
+        } else {
+            compat::takes_value(name)
+        };
+        if takes_value {
+            args.extend([format!("--{name}"), value.to_owned()]);
+        } else if is_true(value) {
+            args.push(format!("--{name}"));
+        }
+    }
+
+    /// Whether mercy or uWSGI has an option of this name.
+    fn is_option(&self, name: &str) -> bool {
+        self.is_own(name) || compat::treatment(name).is_some()
+    }
+
     /// Takes uWSGI options that mercy has no option for out of the command
     /// line (with their value), noting each.
     fn filter_command_line(&self, args: Vec<String>, notices: &mut Vec<Notice>) -> Vec<String> {
@@ -384,20 +595,14 @@ impl KnownOptions {
                 Some((name, value)) => (name.to_owned(), Some(value)),
                 None => (option.to_owned(), None),
             };
-            let Some(found) = treatment(&name).filter(|_| !self.is_own(&name)) else {
+            if self.is_own(&name) || compat::treatment(&name).is_none() {
                 kept.push(arg);
                 continue;
-            };
-            if inline_value.is_none() && args.peek().is_some_and(|next| !next.starts_with('-')) {
+            }
+            if inline_value.is_none() && compat::takes_value(&name) {
                 args.next();
             }
-            notices.push(match found {
-                Treatment::AlreadySo(why) => Notice::AlreadySo { option: name, why },
-                Treatment::Unsupported(instead) => Notice::Unsupported {
-                    option: name,
-                    instead,
-                },
-            });
+            note(notices, &name);
         }
         kept
     }
@@ -464,5 +669,101 @@ mod tests {
         assert_eq!(loaded.options.chdir, Some(PathBuf::from("/srv/app")));
         assert_eq!(loaded.options.processes, 3);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn ini_set_and_nested_ini() {
+        let dir = std::env::temp_dir().join(format!("mercy-ini-nested-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let inner = dir.join("inner.ini");
+        std::fs::write(&inner, "[uwsgi]\nprocesses = 4\n[extra]\nthreads = 9\n")
+            .expect("write inner ini");
+        let outer = dir.join("outer.ini");
+        std::fs::write(
+            &outer,
+            format!(
+                "[uwsgi]\nset = base=/srv\nset = threads=2\nchdir = %(base)/app\n\
+                 ini = {}\nini = {}:extra\nset = disable-logging=true\n",
+                inner.display(),
+                inner.display()
+            ),
+        )
+        .expect("write outer ini");
+        let loaded = load(vec!["mercy".into(), outer.display().to_string()]).expect("loads");
+        assert_eq!(loaded.options.chdir, Some(PathBuf::from("/srv/app")));
+        assert_eq!(loaded.options.processes, 4);
+        assert_eq!(loaded.options.threads, Some(9));
+        assert!(loaded.options.disable_logging);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn supported_means_mercy_has_the_option() {
+        let known = KnownOptions::new();
+        for (name, treatment) in compat::all_options() {
+            let supported = treatment == Treatment::Supported;
+            assert_eq!(known.is_own(name), supported, "--{name} is {treatment:?}");
+        }
+    }
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|arg| arg.to_string()).collect()
+    }
+
+    #[test]
+    fn uwsgi_spellings_on_the_command_line() {
+        let known = KnownOptions::new();
+        let rewritten = known.rewrite_command_line(args(&[
+            "-M",
+            "-p",
+            "2",
+            "--set",
+            "threads=4",
+            "--set=disable-logging=true",
+            "--set",
+            "master=false",
+            "-S",
+            "base=/srv",
+            "--set",
+            "cheaper=2",
+        ]));
+        let expected = [
+            "--master",
+            "-p",
+            "2",
+            "--threads",
+            "4",
+            "--disable-logging",
+            "--set-ph",
+            "base=/srv",
+            "--cheaper",
+            "2",
+        ];
+        assert_eq!(rewritten, args(&expected));
+
+        let mut notices = Vec::new();
+        let kept = known.filter_command_line(
+            args(&[
+                "--master",
+                "app.ini",
+                "--cheaper",
+                "2",
+                "--cheaper=3",
+                "--threads",
+                "4",
+            ]),
+            &mut notices,
+        );
+        assert_eq!(kept, args(&["app.ini", "--threads", "4"]));
+        let named: Vec<&str> = notices
+            .iter()
+            .map(|notice| match notice {
+                Notice::AlreadySo { option, .. } | Notice::Unsupported { option, .. } => {
+                    option.as_str()
+                }
+                Notice::EnvironmentPlaceholder { name, .. } => name.as_str(),
+            })
+            .collect();
+        assert_eq!(named, ["master", "cheaper"]);
     }
 }

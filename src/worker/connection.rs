@@ -184,6 +184,8 @@ struct Incoming {
     expect_continue: bool,
     /// A uwsgi-protocol request: the response is delimited by the close.
     uwsgi: bool,
+    /// The protocol the response's status line names.
+    response_protocol: Box<[u8]>,
 }
 
 impl Incoming {
@@ -196,6 +198,7 @@ impl Incoming {
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue && head.minor_version >= 1,
             uwsgi: false,
+            response_protocol: Box::from(&b"HTTP/1.1"[..]),
             source: Source::Http(head),
         }
     }
@@ -212,6 +215,7 @@ impl Incoming {
                 .parse::<u64>()
                 .map_err(|_| format!("invalid CONTENT_LENGTH {digits:?}"))?,
         };
+        let response_protocol = uwsgi_response_protocol(packet.var("SERVER_PROTOCOL"))?;
         let path = packet
             .var("PATH_INFO")
             .or_else(|| packet.var("REQUEST_URI"))
@@ -230,8 +234,25 @@ impl Incoming {
             keep_alive: false,
             expect_continue: false,
             uwsgi: true,
+            response_protocol,
             source: Source::Uwsgi(packet),
         })
+    }
+}
+
+/// The status line of a uwsgi-protocol response names the request's
+/// SERVER_PROTOCOL, as uWSGI's does (`HTTP/1.0` when the front end sent
+/// none). A value that could not stand in a status line is refused.
+fn uwsgi_response_protocol(server_protocol: Option<&[u8]>) -> Result<Box<[u8]>, String> {
+    match server_protocol {
+        None | Some(b"") => Ok(Box::from(&b"HTTP/1.0"[..])),
+        Some(value) if value.len() <= 32 && value.iter().all(u8::is_ascii_graphic) => {
+            Ok(Box::from(value))
+        }
+        Some(value) => Err(format!(
+            "invalid SERVER_PROTOCOL {:?}",
+            String::from_utf8_lossy(value)
+        )),
     }
 }
 
@@ -343,22 +364,23 @@ where
         client = %client(endpoints),
         "refused a request: {error}"
     );
-    let (response, _) = closing_response(status, error.reason());
+    let (response, _) = closing_response(b"HTTP/1.1", status, error.reason());
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
 }
 
 /// mercy's own plain-text answer, after which the connection closes: the
 /// response and the length of its body.
-fn closing_response(status: u16, why: &str) -> (Vec<u8>, u64) {
+fn closing_response(protocol: &[u8], status: u16, why: &str) -> (Vec<u8>, u64) {
     let reason = reason_phrase(status);
     let body = format!("{status} {reason}: {why}\n");
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let head = format!(
+        " {status} {reason}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    (response.into_bytes(), body.len() as u64)
+    let response = [protocol, head.as_bytes(), body.as_bytes()].concat();
+    (response, body.len() as u64)
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -424,6 +446,7 @@ where
         client_keep_alive: incoming.keep_alive,
         expect_continue: incoming.expect_continue,
         close_delimited: incoming.uwsgi,
+        response_protocol: incoming.response_protocol,
     };
     let request_id = context.begin_request(&incoming.method, &incoming.path);
     let method = incoming.method.clone();
@@ -510,6 +533,8 @@ struct Exchange {
     expect_continue: bool,
     /// The response ends when the connection closes (uwsgi protocol).
     close_delimited: bool,
+    /// The protocol the status line names.
+    response_protocol: Box<[u8]>,
 }
 
 /// A response that was written.
@@ -577,6 +602,7 @@ where
                     // by the caller.
                     if done.status == 0 {
                         let (response, body_length) = closing_response(
+                            &exchange.response_protocol,
                             504,
                             "the request ran longer than --harakiri allows",
                         );
@@ -606,8 +632,11 @@ where
                 reply.send(result);
             }
             Event::Head { .. } if body_malformed => {
-                let (response, body_length) =
-                    closing_response(400, "the request body is malformed");
+                let (response, body_length) = closing_response(
+                    &exchange.response_protocol,
+                    400,
+                    "the request body is malformed",
+                );
                 stream.write_all(&response).await?;
                 done.status = 400;
                 done.body_bytes = body_length;
@@ -706,7 +735,8 @@ fn encode_head(
         *keep_alive = false;
     }
 
-    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&exchange.response_protocol);
+    out.extend_from_slice(b" ");
     out.extend_from_slice(&head.status_line);
     out.extend_from_slice(b"\r\n");
     // RFC 9110 section 8.6: no Content-Length on a 1xx or 204 response.

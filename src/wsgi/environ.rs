@@ -62,6 +62,9 @@ pub fn build<'py>(
         Source::Http(head) => from_http(py, &environ, head, &request.endpoints)?,
         Source::Uwsgi(packet) => from_uwsgi(py, &environ, packet)?,
     }
+    if let Some(mountpoint) = &crate::worker::context().config.script_name {
+        split_script_name(py, &environ, mountpoint)?;
+    }
     environ.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(environ)
 }
@@ -209,6 +212,31 @@ fn method<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
         "OPTIONS" => intern!(py, "OPTIONS").clone(),
         other => PyString::new(py, other),
     }
+}
+
+/// `--mount` with `--manage-script-name`: a PATH_INFO that is the mountpoint
+/// or under it (`/app`, `/app/x`, not `/apps`) becomes SCRIPT_NAME (the
+/// mountpoint) and PATH_INFO (the rest), as uWSGI does; other paths are left
+/// as they are.
+fn split_script_name(
+    py: Python<'_>,
+    environ: &Bound<'_, PyDict>,
+    mountpoint: &str,
+) -> PyResult<()> {
+    let mountpoint = latin1(py, mountpoint.as_bytes())?.to_string();
+    let Some(path) = environ.get_item(intern!(py, "PATH_INFO"))? else {
+        return Ok(());
+    };
+    let path: String = path.extract()?;
+    let Some(rest) = path.strip_prefix(&mountpoint) else {
+        return Ok(());
+    };
+    if !rest.is_empty() && !rest.starts_with('/') {
+        return Ok(());
+    }
+    environ.set_item(intern!(py, "SCRIPT_NAME"), &mountpoint)?;
+    environ.set_item(intern!(py, "PATH_INFO"), rest)?;
+    Ok(())
 }
 
 /// Logs each distinct `UWSGI_*` variable once per worker.

@@ -131,19 +131,19 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Names the process as `ps` and `top` show it (up to 15 bytes).
+/// Names the process as `ps` and `top` show it (up to 15 bytes). The name
+/// is written to /proc/self/comm, the process's main thread: prctl would
+/// name only the calling thread, and the app may run on another one.
 #[pyfunction]
 fn set_process_name(name: &str) -> PyResult<()> {
-    let name = std::ffi::CString::new(
-        name.as_bytes()
-            .iter()
-            .copied()
-            .take(15)
-            .collect::<Vec<u8>>(),
-    )
-    .map_err(|_| pyo3::exceptions::PyValueError::new_err("a process name cannot contain NUL"))?;
-    nix::sys::prctl::set_name(&name)
-        .map_err(|errno| pyo3::exceptions::PyOSError::new_err(errno.to_string()))
+    let name: Vec<u8> = name.as_bytes().iter().copied().take(15).collect();
+    if name.contains(&0) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "a process name cannot contain NUL",
+        ));
+    }
+    std::fs::write("/proc/self/comm", name)
+        .map_err(|error| pyo3::exceptions::PyOSError::new_err(error.to_string()))
 }
 
 /// (requests started, in a request now) of request slot `core`.

@@ -8,15 +8,23 @@ call, written with a single O_APPEND write: {"hook": "import" | "direct" |
 
 Routes:
     /info   JSON: pid, worker_id, masterpid, numproc, opt (each value tagged
-            with its Python type), version_type, greeting ($GREETING),
-            config_dir ($CONFIG_DIR), multithread, cache_get_error (the
+            with its Python type), version_type, version (decoded),
+            version_info, greeting ($GREETING), config_dir ($CONFIG_DIR),
+            ini_env (every $INI_* variable), multithread, gevent (whether
+            the socket module is gevent's), cache_get_error (the
             AttributeError message of uwsgi.cache_get), has_cache_get
     /reload uwsgi.reload(): a graceful reload
+    /setprocname?NAME
+            uwsgi.setprocname(NAME); JSON: pid, result (its repr)
+    /accepting
+            JSON: pid, results (the reprs of uwsgi.accepting() and
+            uwsgi.accepting(True))
     other   "hello"
 """
 
 import json
 import os
+import socket
 
 import uwsgi
 from uwsgidecorators import postfork
@@ -83,6 +91,10 @@ def info(environ):
         "opt": {str(key): tagged(value) for key, value in uwsgi.opt.items()},
         "opt_key_types": sorted({type(key).__name__ for key in uwsgi.opt}),
         "version_type": type(uwsgi.version).__name__,
+        "version": uwsgi.version.decode("latin-1"),
+        "version_info": list(uwsgi.version_info),
+        "ini_env": {key: value for key, value in os.environ.items() if key.startswith("INI_")},
+        "gevent": socket.socket.__module__.startswith("gevent"),
         "greeting": os.environ.get("GREETING"),
         "config_dir": os.environ.get("CONFIG_DIR"),
         "multithread": environ.get("wsgi.multithread"),
@@ -98,6 +110,14 @@ def application(environ, start_response):
         content_type = "application/json"
     elif path == "/reload":
         body = json.dumps({"reload": uwsgi.reload()}).encode()
+        content_type = "application/json"
+    elif path == "/setprocname":
+        result = uwsgi.setprocname(environ.get("QUERY_STRING", ""))
+        body = json.dumps({"pid": os.getpid(), "result": repr(result)}).encode()
+        content_type = "application/json"
+    elif path == "/accepting":
+        results = [repr(uwsgi.accepting()), repr(uwsgi.accepting(True))]
+        body = json.dumps({"pid": os.getpid(), "results": results}).encode()
         content_type = "application/json"
     else:
         body = b"hello"
