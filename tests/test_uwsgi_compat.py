@@ -1084,6 +1084,16 @@ def connect_within(port: int, seconds: float) -> socket.socket | None:
     return None
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of the process is stopped by a signal (T)."""
+    tasks = Path(f"/proc/{pid}/task")
+    states = []
+    for task in tasks.iterdir():
+        stat = (task / "stat").read_text()
+        states.append(stat[stat.rindex(")") + 2])
+    return bool(states) and all(state == "T" for state in states)
+
+
 def test_listen_backlog_is_applied(mercy):
     """--listen 3 is the socket's accept queue: with the only worker
     stopped (SIGSTOP), the kernel completes exactly 4 handshakes (Linux
@@ -1094,6 +1104,9 @@ def test_listen_backlog_is_applied(mercy):
     queued = []
     os.kill(pid, signal.SIGSTOP)
     try:
+        # kill() returns before the worker's threads have stopped: one still
+        # running could accept a connection or two.
+        wait_until(lambda: all_threads_stopped(pid), 30, "the worker's threads to stop")
         for _ in range(10):
             sock = connect_within(server.port, 3)
             if sock is None:
