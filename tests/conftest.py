@@ -110,6 +110,27 @@ def wait_for_file(path: Path, timeout: float = EVENT_TIMEOUT) -> Path:
     return path
 
 
+def post_in_pieces(connection: http.client.HTTPConnection, path: str, data: bytes,
+                   pieces: int, pause: float, chunked: bool) -> tuple[int, bytes]:
+    """POSTs `data` to `path` in `pieces` writes `pause` seconds apart, with
+    a Content-Length or chunked; returns the response's status and body."""
+    step = -(-len(data) // pieces)
+    connection.putrequest("POST", path)
+    if chunked:
+        connection.putheader("Transfer-Encoding", "chunked")
+    else:
+        connection.putheader("Content-Length", str(len(data)))
+    connection.endheaders()
+    for offset in range(0, len(data), step):
+        piece = data[offset: offset + step]
+        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        time.sleep(pause)
+    if chunked:
+        connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
 def _flatten(record: dict) -> dict:
     """Puts nested fields at top level with dotted names ({"worker": {"id": 1}}
     becomes {"worker.id": 1}); fields under "fields" move to top level too."""

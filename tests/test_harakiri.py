@@ -23,7 +23,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import APPS, REQUEST_TIMEOUT, free_port, pid_running, wait_for_file, wait_until
+from conftest import (APPS, REQUEST_TIMEOUT, free_port, pid_running, post_in_pieces,
+                      wait_for_file, wait_until)
 
 APP = APPS / "harakiri_app.py"
 FIRST_CHUNK = b"first chunk of a response that stalls\n"
@@ -127,23 +128,9 @@ def slow_upload(connection: http.client.HTTPConnection, size: int, pieces: int,
 
 def _slow_upload(connection, size, pieces, pause, chunked):
     data = os.urandom(size)
-    step = -(-size // pieces)
-    connection.putrequest("POST", "/upload")
-    if chunked:
-        connection.putheader("Transfer-Encoding", "chunked")
-    else:
-        connection.putheader("Content-Length", str(size))
-    connection.endheaders()
-    for offset in range(0, size, step):
-        piece = data[offset: offset + step]
-        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-        time.sleep(pause)
-    if chunked:
-        connection.send(b"0\r\n\r\n")
-    response = connection.getresponse()
-    body = response.read()
-    if response.status != 200:
-        return response.status, body[:300]
+    status, body = post_in_pieces(connection, "/upload", data, pieces, pause, chunked)
+    if status != 200:
+        return status, body[:300]
     document = json.loads(body)
     return 200, document["size"], document["sha256"] == hashlib.sha256(data).hexdigest()
 

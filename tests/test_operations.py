@@ -38,6 +38,7 @@ from conftest import (
     Mercy,
     _flatten,
     free_port,
+    post_in_pieces,
     pid_running,
     venv_python,
     wait_for_file,
@@ -807,23 +808,9 @@ def slow_upload(port: int, connection: http.client.HTTPConnection | None, size: 
     if connection is None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
     data = os.urandom(size)
-    step = -(-size // pieces)
-    connection.putrequest("POST", "/upload")
-    if chunked:
-        connection.putheader("Transfer-Encoding", "chunked")
-    else:
-        connection.putheader("Content-Length", str(size))
-    connection.endheaders()
-    for offset in range(0, size, step):
-        piece = data[offset: offset + step]
-        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-        time.sleep(pause)
-    if chunked:
-        connection.send(b"0\r\n\r\n")
-    response = connection.getresponse()
-    body = response.read()
-    document = json.loads(body) if response.status == 200 else {"body": body[:300]}
-    return response.status, document, hashlib.sha256(data).hexdigest(), connection
+    status, body = post_in_pieces(connection, "/upload", data, pieces, pause, chunked)
+    document = json.loads(body) if status == 200 else {"body": body[:300]}
+    return status, document, hashlib.sha256(data).hexdigest(), connection
 
 
 def test_harakiri_answers_504_logs_the_stack_and_spares_other_requests(mercy, tmp_path):
