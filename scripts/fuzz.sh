@@ -4,7 +4,8 @@
 #   head     HeadParser fed in pieces against parse_head, and the policy
 #   chunked  ChunkedDecoder, whole against split input
 #   proxy    PROXY protocol v1/v2 headers on growing buffers
-#   framing  a whole connection: PROXY header, pipelined heads and bodies
+#   framing  a whole connection with mercy's HeadParser and BodyDecoder:
+#            PROXY header, pipelined heads, bodies read in varied pieces
 #   uwsgi    uwsgi protocol packets (nginx uwsgi_pass) on growing buffers
 #   uwsgi_packet  uwsgi packets against a model: round trips and raw bytes
 # Installs cargo-fuzz from crates.io if it is missing, seeds each target's
@@ -15,16 +16,23 @@
 #
 # Usage: bash scripts/fuzz.sh [TARGET...]
 #   FUZZ_RUNS     runs per target (default 200000)
-#   FUZZ_SECONDS  ceiling on each target's run time (default 30), so that
-#                 the five targets stay under about 3 minutes in CI
+#   FUZZ_SECONDS  ceiling on each target's run time (default 20), so that
+#                 the six targets stay near 2 minutes in CI
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 TARGETS=(head chunked proxy framing uwsgi uwsgi_packet)
 RUNS=${FUZZ_RUNS:-200000}
-SECONDS_PER_TARGET=${FUZZ_SECONDS:-30}
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-20}
+# The shared request corpus, beside the checkout or a folder above it.
 REQUESTS=$ROOT/../shared/corpus/http/requests.json
+for folder in "$ROOT/.." "$ROOT/../.."; do
+    if [[ -f $folder/shared/corpus/http/requests.json ]]; then
+        REQUESTS=$folder/shared/corpus/http/requests.json
+        break
+    fi
+done
 
 say() { printf '==> fuzz: %s\n' "$*"; }
 

@@ -69,6 +69,10 @@ fn main() -> ExitCode {
         }
     };
 
+    if worker_spec.is_none() {
+        report_unreachable_limits(&config);
+    }
+
     match worker_spec {
         Some(spec) => {
             let spec: WorkerSpec =
@@ -151,6 +155,15 @@ fn report_notices(notices: &[config::Notice]) {
                 );
             }
         }
+    }
+}
+
+/// Warns about request limits that `--buffer-size` makes unreachable.
+fn report_unreachable_limits(config: &config::Config) {
+    let seen = config::seen_options();
+    let set = |option: &str| seen.iter().any(|(name, _)| name == option);
+    for warning in config.unreachable_limits(set) {
+        tracing::warn!(event = "unreachable_limit", "{warning}");
     }
 }
 

@@ -18,10 +18,9 @@ use mercy::protocol::{
 };
 use serde_json::Value;
 
-const CORPUS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/corpus/http/requests.json"
-);
+/// Where the corpus lies below the folder that holds the checkout (or a
+/// folder above it, for a worktree nested deeper).
+const CORPUS: &str = "shared/corpus/http/requests.json";
 const CASE_COUNT: usize = 109;
 const RANDOM_SEEDS: u64 = 8;
 /// Longest input fed byte by byte to the stateless `parse_head` (see `run_all_modes`).
@@ -539,9 +538,17 @@ fn received_from(head: &RequestHead) -> Received {
 }
 
 fn load_cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(CORPUS).unwrap_or_else(|error| {
-        panic!("the HTTP corpus is missing at {CORPUS} ({error}); it ships with the shared folder")
-    });
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = checkout
+        .ancestors()
+        .skip(1)
+        .map(|folder| folder.join(CORPUS))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("no {CORPUS} in a folder above {checkout:?}; it ships with the shared folder")
+        });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read the HTTP corpus {path:?}: {error}"));
     let document: Value = serde_json::from_str(&text).expect("requests.json is valid JSON");
     document
         .as_array()

@@ -37,7 +37,11 @@ import pytest
 from conftest import APPS, REPO
 from test_http import LONG_TIMEOUTS, MODES, Wire, parse_responses
 
-CORPUS = REPO.parent / "shared" / "corpus" / "http" / "requests.json"
+# In the folder that holds the checkout, or one above it (a worktree).
+CORPUS = next((folder / "shared" / "corpus" / "http" / "requests.json"
+               for folder in REPO.parents
+               if (folder / "shared" / "corpus" / "http" / "requests.json").is_file()),
+              REPO.parent / "shared" / "corpus" / "http" / "requests.json")
 CASE_COUNT = 109
 SEED = 20240601
 # Pause between pieces, so that the server reads them one by one.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,20 @@ class Wire:
         self.read_until_close()
         return self.received == b""
 
+    def answered(self) -> bool:
+        """True if the server sent something or closed (or reset) the
+        connection: a peek that would block means neither happened yet."""
+        self.sock.setblocking(False)
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            return True
+        finally:
+            self.sock.settimeout(REQUEST_TIMEOUT)
+        return True
+
     def still_open(self) -> bool:
         """True if the server has not closed (or reset) the connection so
         far: a peek that would block means it is open and silent."""
@@ -315,10 +330,12 @@ class App:
         assert (response.status, response.body) == (200, b"hello")
 
 
-def serve(mercy, tmp_path, mode, *extra, app="pep3333.py") -> App:
+def serve(mercy, tmp_path, mode, *extra, app="pep3333.py", env=None) -> App:
+    """mercy serving `app` in `mode`; options in `extra` come last, so they
+    override LONG_TIMEOUTS."""
     events = tmp_path / "events.jsonl"
-    server = mercy("--wsgi-file", APPS / app, *MODES[mode], *LONG_TIMEOUTS, *extra,
-                   env={"MERCY_TEST_EVENTS": str(events), "MERCY_ECHO_CALLS": str(events)})
+    env = {"MERCY_TEST_EVENTS": str(events), "MERCY_ECHO_CALLS": str(events), **(env or {})}
+    server = mercy("--wsgi-file", APPS / app, *MODES[mode], *LONG_TIMEOUTS, *extra, env=env)
     return App(server, AppEvents(events))
 
 
@@ -434,9 +451,8 @@ def assert_closed_once(app: App, request_id: str) -> dict:
 def test_iterable_close_is_called_exactly_once_on_every_path(mercy, tmp_path, mode):
     """close() of the app's iterable runs exactly once: after a complete
     response, when the iterable raises after its first chunk (the response
-    is cut: no final chunk, the connection closes), when it raises before
-    any byte (500), and when the client goes away mid-response (the app
-    stops producing long before its 4096 chunks)."""
+    is cut: no final chunk, the connection closes), and when it raises
+    before any byte (500)."""
     app = serve(mercy, tmp_path, mode)
     with app.wire() as wire:
         wire.send(get("/close?id=ok&mode=ok"))
@@ -457,16 +473,51 @@ def test_iterable_close_is_called_exactly_once_on_every_path(mercy, tmp_path, mo
     assert (response.status, response.body) == (500, INTERNAL_ERROR_BODY)
     assert_closed_once(app, "first")
 
+
+def wait_until_blocked(app: App, request_id: str) -> int:
+    """Waits until the app stops producing chunks for `request_id` (it waits
+    for mercy to write, which waits for the client) and returns how many it
+    produced. Seen still across a second of polling means blocked; the
+    wait itself has a generous deadline."""
+    seen = {"count": -1, "since": time.monotonic()}
+
+    def settled():
+        count = len(app.events.named("chunk", request_id))
+        now = time.monotonic()
+        if count != seen["count"]:
+            seen.update(count=count, since=now)
+            return None
+        return count if count > 0 and now - seen["since"] >= 1.0 else None
+
+    return wait_until(settled, 60, f"the app producing {request_id} to block")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_close_runs_once_when_the_client_goes_away_and_no_chunk_follows(
+        mercy, tmp_path, mode):
+    """A client that stops reading a long streamed response, then goes
+    away: the app, held back by flow control, produces no further chunk;
+    close() runs exactly once, only after the client left, and no chunk is
+    produced after it (the iterable is never advanced again). Every event
+    is in the app's own ordered record."""
+    app = serve(mercy, tmp_path, mode)
     with app.wire() as wire:
         wire.send(get("/close?id=gone&mode=forever"))
         wire.read_head()
         # Reading no more, the client lets the socket buffers fill, so that
-        # the app waits for mercy to write (flow control); then it goes away
-        # while the app still has most of its body to send.
-        time.sleep(1)
-    closed = assert_closed_once(app, "gone")
-    assert closed["produced"] < 4096
+        # the app waits for mercy to write.
+        produced = wait_until_blocked(app, "gone")
+        assert app.events.named("close", "gone") == []
+    app.events.wait("close", "gone", timeout=60)
+    app.hello_still_works()
 
+    events = [entry for entry in app.events.all() if entry["id"] == "gone"]
+    kinds = [entry["event"] for entry in events]
+    assert kinds.count("close") == 1, kinds
+    assert kinds.index("close") == len(kinds) - 1, "a chunk was produced after close()"
+    chunks = [entry["index"] for entry in events if entry["event"] == "chunk"]
+    assert chunks == list(range(produced)), "the app went on after the client left"
+    assert events[-1]["produced"] == produced < 4096
 
 @pytest.mark.parametrize("mode", MODES)
 def test_clients_gone_mid_response_do_not_use_up_request_slots(mercy, tmp_path, mode):
@@ -493,13 +544,14 @@ def test_clients_gone_mid_response_do_not_use_up_request_slots(mercy, tmp_path, 
 # --- Content-Length ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["list", "generator"])
 def test_response_shorter_than_its_content_length_closes_and_logs_an_error(
-        mercy, tmp_path, kind):
+        mercy, tmp_path, mode, kind):
     """An app that declares Content-Length 10 and sends 5 bytes: the client
     gets exactly those bytes, then the connection closes (a pipelined second
     request is never run), and mercy logs an error naming the shortfall."""
-    app = serve(mercy, tmp_path, "threads")
+    app = serve(mercy, tmp_path, mode)
     received = app.send_and_read_all(
         get(f"/short?id=short&kind={kind}") + get("/hello?id=next"))
     assert received == (
@@ -528,11 +580,12 @@ def test_bytes_beyond_the_content_length_are_dropped_and_the_connection_closes(
     assert app.events.calls("next") == []
 
 
-def test_conflicting_content_lengths_from_the_app_never_reach_the_wire(mercy, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_conflicting_content_lengths_from_the_app_never_reach_the_wire(mercy, tmp_path, mode):
     """An app that sets Content-Length twice with different values (5 and
     11) must not make mercy send both: a proxy in front would frame the
     response one way and mercy the other. The answer is mercy's 500."""
-    app = serve(mercy, tmp_path, "threads")
+    app = serve(mercy, tmp_path, mode)
     with app.wire() as wire:
         wire.send(get("/two-lengths"))
         response = wire.read_response()
@@ -540,17 +593,133 @@ def test_conflicting_content_lengths_from_the_app_never_reach_the_wire(mercy, tm
     assert response.status == 500, response.raw
 
 
-def test_no_content_response_has_no_content_length_and_no_body(mercy, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_no_content_response_has_no_content_length_and_no_body(mercy, tmp_path, mode):
     """204 from an app that set Content-Length and returned bytes: mercy
     sends neither the body nor the Content-Length (RFC 9110 section 8.6: a
     server must not send Content-Length in a 204), and the next request on
     the connection is served."""
-    app = serve(mercy, tmp_path, "threads")
+    app = serve(mercy, tmp_path, mode)
     with app.wire() as wire:
         wire.send(get("/no-content") + get("/hello"))
         first = wire.read_response()
         assert first.raw == b"HTTP/1.1 204 No Content\r\n\r\n"
         assert wire.read_response().body == b"hello"
+
+
+# --- wsgi.file_wrapper ---------------------------------------------------------------------
+
+FILE_BYTES = bytes(range(256)) * 1024  # as tests/apps/pep3333.py serves it
+OCTETS = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+# mercy's debug lines name each sendfile(2) it made.
+SENDFILE_LOG = {"MERCY_LOG": "info,mercy::worker::connection=debug"}
+
+
+def sendfiles(app: App) -> list[tuple[int, int]]:
+    """(offset, bytes) of every sendfile mercy logged so far."""
+    return [(record["offset"], record["bytes"]) for record in app.server.events("sendfile")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_file_wrapper_sends_from_the_files_current_offset_with_sendfile(mercy, tmp_path, mode):
+    """A wsgi.file_wrapper around a real file the app moved into (seek, or
+    a buffered read that read ahead): the body is the file from its current
+    offset on, with a Content-Length, sent with sendfile (mercy logs each
+    call; the app's file object is never read through Python) and closed
+    once. A file-like object without a descriptor is iterated instead."""
+    app = serve(mercy, tmp_path, mode, env=SENDFILE_LOG)
+    size = len(FILE_BYTES)
+    with app.wire() as wire:
+        wire.send(get("/file?id=seek&seek=1000"))
+        assert wire.read_response().raw == (
+            OCTETS + b"Content-Length: %d\r\n\r\n" % (size - 1000) + FILE_BYTES[1000:])
+        wire.send(get("/file?id=read&read=3"))
+        assert wire.read_response().raw == (
+            OCTETS + b"Content-Length: %d\r\n\r\n" % (size - 3) + FILE_BYTES[3:])
+        wire.send(get("/file?id=memory&source=bytesio&size=5000&seek=5"))
+        iterated = wire.read_response()
+        assert (iterated.header("transfer-encoding"), iterated.body) == (
+            "chunked", FILE_BYTES[5:5000])
+
+    assert app.events.named("file_read", "seek") == []
+    assert app.events.named("file_read", "read") == []
+    assert app.events.named("file_read", "memory")
+    for request_id in ("seek", "read", "memory"):
+        assert len(app.events.wait("file_close", request_id)) == 1
+    app.server.wait_event("sendfile", count=2)
+    assert sendfiles(app) == [(1000, size - 1000), (3, size - 3)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_file_wrapper_never_sends_past_the_content_length(mercy, tmp_path, mode):
+    """The app's Content-Length bounds the file: exactly that many bytes go
+    out, counting what write() sent before the file; without one, write()'s
+    bytes and the file are chunks. The connection is reused each time: not
+    one byte too many."""
+    app = serve(mercy, tmp_path, mode, env=SENDFILE_LOG)
+    with app.wire() as wire:
+        wire.send(get("/file?id=bounded&seek=10&length=100") + get("/hello"))
+        assert wire.read_response().raw == (
+            OCTETS + b"Content-Length: 100\r\n\r\n" + FILE_BYTES[10:110])
+        assert wire.read_response().body == b"hello"
+
+        wire.send(get("/file?id=written&write=1&length=50") + get("/hello"))
+        assert wire.read_response().raw == (
+            OCTETS + b"Content-Length: 50\r\n\r\nbefore-" + FILE_BYTES[:43])
+        assert wire.read_response().body == b"hello"
+
+        wire.send(get("/file?id=chunked&write=1&size=1000&seek=500") + get("/hello"))
+        assert wire.read_response().raw == (
+            OCTETS + b"Transfer-Encoding: chunked\r\n\r\n7\r\nbefore-\r\n"
+            b"1f4\r\n" + FILE_BYTES[500:1000] + b"\r\n0\r\n\r\n")
+        assert wire.read_response().body == b"hello"
+    app.server.wait_event("sendfile", count=3)
+    assert sendfiles(app) == [(10, 100), (0, 43), (500, 500)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_file_shorter_than_its_content_length_closes_and_logs_an_error(mercy, tmp_path, mode):
+    """A 100-byte file under a Content-Length of 150: the client gets the
+    100 bytes, then the connection closes (the request pipelined behind it
+    never runs), and mercy logs the shortfall as an error naming the
+    request."""
+    app = serve(mercy, tmp_path, mode)
+    received = app.send_and_read_all(
+        get("/file?id=short&size=100&length=150") + get("/hello?id=next"))
+    assert received == OCTETS + b"Content-Length: 150\r\n\r\n" + FILE_BYTES[:100]
+    [short] = app.server.wait_event("response_short", path="/file")
+    assert (short["level"], short["missing"]) == ("ERROR", 50)
+    assert app.events.calls("next") == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_file_wrapper_over_a_uwsgi_unix_socket(mercy, tmp_path, mode):
+    """Over the uwsgi protocol on a unix socket (a different transport and
+    a response delimited by the close): the file from its offset with a
+    Content-Length, sent with sendfile; after write(), without a length,
+    the bytes run to the close."""
+    from test_uwsgi_compat import request_vars, uwsgi_packet
+
+    path = tmp_path / "uwsgi.sock"
+    app = serve(mercy, tmp_path, mode, "--socket", path, env=SENDFILE_LOG)
+
+    def uwsgi_get(query: str) -> bytes:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(REQUEST_TIMEOUT)
+            sock.connect(str(path))
+            sock.sendall(uwsgi_packet(request_vars("GET", "/file", query)))
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+            return received
+
+    assert uwsgi_get("id=u1&seek=7&size=3000") == (
+        OCTETS + b"Content-Length: 2993\r\nConnection: close\r\n\r\n" + FILE_BYTES[7:3000])
+    assert uwsgi_get("id=u2&write=1&size=3000&seek=2000") == (
+        OCTETS + b"Connection: close\r\n\r\nbefore-" + FILE_BYTES[2000:3000])
+    app.server.wait_event("sendfile", count=2)
+    assert sendfiles(app) == [(7, 2993), (2000, 1000)]
+    assert app.events.named("file_read", "u1") == app.events.named("file_read", "u2") == []
 
 
 # --- wsgi.input ------------------------------------------------------------------------------
@@ -670,11 +839,12 @@ def test_request_bytes_round_trip_through_latin1_environ_strings(mercy, tmp_path
     assert environ["REQUEST_METHOD"] == "GET"
 
 
-def test_absolute_form_target_names_the_host(mercy, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_absolute_form_target_names_the_host(mercy, tmp_path, mode):
     """RFC 9112 section 3.2.2: with an absolute-form target the server must
     ignore the Host header and use the target's authority, so the app sees
     the host a proxy in front routed by (HTTP_HOST), not a second one."""
-    app = serve(mercy, tmp_path, "threads")
+    app = serve(mercy, tmp_path, mode)
     environ = app.exchange(
         b"GET http://example.com:8080/environ?x=1 HTTP/1.1\r\nHost: other.test\r\n\r\n").json()
     assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/environ", "x=1")
@@ -849,6 +1019,21 @@ REFUSED_FRAMINGS = {
         400, b"GET /hello?id=first HTTP/1.1\r\nX-A: a\nContent-Length: 5\r\n\r\n"),
     "connect": (
         501, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+    "duplicate-content-length": (
+        400, b"POST /hello?id=first HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+             b"Content-Length: 5\r\n\r\nhello"),
+    "chunked-chunked": (
+        400, b"POST /hello?id=first HTTP/1.1\r\nHost: t\r\n"
+             b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+    "two-chunked-lines": (
+        400, b"POST /hello?id=first HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    "unknown-coding-alone": (
+        501, b"POST /hello?id=first HTTP/1.1\r\nHost: t\r\n"
+             b"Transfer-Encoding: x-unknown\r\n\r\n0\r\n\r\n"),
+    "transfer-encoding-in-http10": (
+        400, b"POST /hello?id=first HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
 }
 
 
@@ -912,3 +1097,216 @@ def test_slow_clients_do_not_delay_normal_requests(mercy, tmp_path, mode):
         for wire in slow:
             wire.close()
     assert len(app.events.calls("slow")) == SLOW_CLIENTS
+
+
+# --- limits and timeouts -----------------------------------------------------------------------
+
+OUT_OF_RANGE = {
+    "--post-buffering": ("16777217", "between 0 and 16777216"),
+    "--keep-alive": ("3601", "between 0 and 3600"),
+    "--socket-timeout": ("0", "between 1 and 3600"),
+    "--limit-request-line": ("16777217", "between 0 and 16777216"),
+    "--limit-request-fields": ("32769", "between 0 and 32768"),
+    "--limit-request-field-size": ("16777217", "between 0 and 16777216"),
+}
+
+
+@pytest.mark.parametrize("option", OUT_OF_RANGE)
+def test_out_of_range_limits_are_refused_at_start(mercy, tmp_path, option):
+    """A limit or timeout outside its range stops mercy at start with exit
+    status 1 and a message naming the option and the allowed range; no
+    worker is started."""
+    value, allowed = OUT_OF_RANGE[option]
+    server = mercy("--wsgi-file", APPS / "pep3333.py", option, value, ready=0)
+    assert server.wait_exit() == 1
+    [error] = server.events("config_error")
+    assert option in error["message"] and allowed in error["message"], error
+    assert value in error["message"], error
+    server.assert_no_events("spawned")
+
+
+def test_limits_the_buffer_size_makes_unreachable_are_named_at_start(mercy, tmp_path):
+    """--buffer-size 1024 with --limit-request-line 2048 and
+    --limit-request-field-size 2048: a warning names each limit that no
+    request can reach, and mercy serves; the limits a head can reach (the
+    header count here) are not named."""
+    app = serve(mercy, tmp_path, "threads", "--buffer-size", "1024",
+                "--limit-request-line", "2048", "--limit-request-field-size", "2048")
+    app.hello_still_works()
+    warnings = [record["message"] for record in app.server.events("unreachable_limit")]
+    assert len(warnings) == 2, warnings
+    assert "--limit-request-line 2048" in warnings[0] and "--buffer-size 1024" in warnings[0]
+    assert "--limit-request-field-size 2048" in warnings[1]
+
+    (tmp_path / "defaults").mkdir()
+    defaults = serve(mercy, tmp_path / "defaults", "threads")
+    defaults.hello_still_works()
+    defaults.server.assert_no_events("unreachable_limit")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stalled_head_gets_408_after_the_socket_timeout(mercy, tmp_path, mode):
+    """A client that sends half a head and stops: after --socket-timeout
+    mercy answers 408 with `Connection: close`, closes, and logs a line
+    naming the limit; the app is never called."""
+    app = serve(mercy, tmp_path, mode, "--socket-timeout", "2")
+    with app.wire() as wire:
+        wire.send(b"GET /hello?id=stalled HTTP/1.1\r\nHost: t\r\nX-Half: ")
+        received = wire.read_until_close()
+    [response], rest = parse_responses(received)
+    assert (response.status, response.header("connection"), rest) == (408, "close", b"")
+    [logged] = app.server.wait_event("bad_request", status=408)
+    assert "--socket-timeout (2s)" in logged["message"], logged
+    assert app.events.calls("stalled") == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_socket_timeout_bounds_the_whole_head_not_each_read(mercy, tmp_path, mode):
+    """A client that trickles its head one byte a second makes progress on
+    every read, yet --socket-timeout (3 s) runs from the head's first byte:
+    mercy answers 408 and closes long before the 60 bytes are sent."""
+    app = serve(mercy, tmp_path, mode, "--socket-timeout", "3")
+    trickle = 60
+    with app.wire() as wire:
+        wire.send(b"GET /hello?id=trickle HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        sent = 0
+        while sent < trickle and not wire.answered():
+            try:
+                wire.send(b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            time.sleep(1)
+        assert sent < trickle, "mercy kept a trickling head past --socket-timeout"
+        received = wire.read_until_close()
+    [response], _ = parse_responses(received)
+    assert response.status == 408
+    app.server.wait_event("bad_request", status=408)
+    assert app.events.calls("trickle") == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_keep_alive_idle_timeout_closes_an_idle_connection(mercy, tmp_path, mode):
+    """After a response, a connection that sends nothing is closed by mercy
+    once --keep-alive (1 s) passes, with no bytes sent; --socket-timeout
+    (120 s) is not what closed it."""
+    app = serve(mercy, tmp_path, mode, "--keep-alive", "1")
+    with app.wire() as wire:
+        wire.send(get("/hello"))
+        assert wire.read_response().body == b"hello"
+        assert wire.closed_by_server()
+        assert not wire.reset
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_keep_alive_zero_closes_after_each_response(mercy, tmp_path, mode):
+    """--keep-alive 0 turns keep-alive off: the response says
+    `Connection: close` and the request pipelined behind it never runs."""
+    app = serve(mercy, tmp_path, mode, "--keep-alive", "0")
+    received = app.send_and_read_all(get("/hello") + get("/hello?id=next"))
+    assert received == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\nhello")
+    assert app.events.calls("next") == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_request_limits_give_431_and_414_with_a_close_and_a_log_line(mercy, tmp_path, mode):
+    """Four header fields over --limit-request-fields 3 get 431, a request
+    line over --limit-request-line 40 gets 414: each with
+    `Connection: close`, then the connection closes, the request pipelined
+    behind never runs, and the log line names the limit and its value."""
+    app = serve(mercy, tmp_path, mode, "--limit-request-fields", "3",
+                "--limit-request-line", "40")
+    received = app.send_and_read_all(
+        get("/hello?id=fields", "A: 1", "B: 2", "C: 3") + get("/hello?id=after"))
+    [response], rest = parse_responses(received)
+    assert (response.status, response.header("connection"), rest) == (431, "close", b"")
+    [logged] = app.server.wait_event("bad_request", status=431)
+    assert "--limit-request-fields (3)" in logged["message"], logged
+
+    received = app.send_and_read_all(get("/hello?id=line&" + "x" * 40) + get("/hello?id=after"))
+    [response], rest = parse_responses(received)
+    assert (response.status, response.header("connection"), rest) == (414, "close", b"")
+    [logged] = app.server.wait_event("bad_request", status=414)
+    assert "--limit-request-line (40)" in logged["message"], logged
+    assert app.events.calls("fields") == app.events.calls("line") == []
+    assert app.events.calls("after") == []
+    app.hello_still_works()
+
+
+# --- request bodies read before the app ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_slow_chunked_upload_does_not_hold_the_only_request_slot(mercy, tmp_path, mode):
+    """With one request thread (or one greenlet), a client trickles a small
+    chunked body: mercy reads it before calling the app, so meanwhile
+    another request is served on the one slot, while the slow connection
+    is verifiably still open. The upload then gets its whole body, as
+    terminated input."""
+    slots = ["--threads", "1"] if mode == "threads" else ["--gevent", "1"]
+    events = tmp_path / "events.jsonl"
+    server = mercy("--wsgi-file", APPS / "pep3333.py", *slots, *LONG_TIMEOUTS,
+                   env={"MERCY_TEST_EVENTS": str(events)})
+    app = App(server, AppEvents(events))
+    pieces = [b"slow ", b"upload ", b"in ", b"pieces"]
+    with app.wire() as slow:
+        slow.send(b"POST /input-chunks?id=slow&size=100 HTTP/1.1\r\nHost: t\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            slow.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            response = app.exchange(get("/hello?id=meanwhile"))
+            assert (response.status, response.body) == (200, b"hello")
+            assert not slow.answered(), "the slow upload was answered or closed early"
+        assert app.events.calls("slow") == []
+        slow.send(b"0\r\n\r\n")
+        answer = slow.read_response().json()
+    assert base64.b64decode(answer["body"]) == b"".join(pieces)
+    assert answer["input_terminated"] is True
+    assert len(app.events.calls("meanwhile")) == len(pieces)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunked_body_over_post_buffering_streams_its_rest(mercy, tmp_path, mode):
+    """--post-buffering 8 and a 30-byte chunked body: the first bytes are
+    read before the app runs, the rest streams as the app reads; the app
+    gets every byte, in order, as terminated input, and the next request
+    on the connection parses cleanly."""
+    app = serve(mercy, tmp_path, mode, "--post-buffering", "8")
+    body = [b"0123456789", b"abcdefghij", b"ABCDEFGHIJ"]
+    with app.wire() as wire:
+        wire.send(chunked("/input-chunks?size=4", body) + get("/hello"))
+        answer = wire.read_response().json()
+        assert base64.b64decode(answer["body"]) == b"".join(body)
+        assert answer["input_terminated"] is True
+        assert wire.read_response().body == b"hello"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unread_body_over_the_drain_bound_gets_connection_close(mercy, tmp_path, mode):
+    """An app that never reads a 2 MiB body (over the 1 MiB mercy drains to
+    reach the next request): the response itself says `Connection: close`,
+    so the client knows not to send another request on it; the request
+    pipelined behind the body never runs."""
+    app = serve(mercy, tmp_path, mode)
+    body = b"z" * (2 * 1024 * 1024)
+    request = post("/noread?id=big", body) + get("/hello?id=next")
+    with app.wire() as wire:
+        def send():
+            try:
+                wire.send(request)
+            except OSError:
+                pass  # mercy closed the connection: it read what it needed
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            response = wire.read_response()
+            assert (response.status, response.body) == (200, b"ignored")
+            assert response.header("connection") == "close", response.raw
+            wire.read_until_close()
+        finally:
+            wire.close()
+            sender.join(timeout=60)
+    assert app.events.calls("big") and app.events.calls("next") == []

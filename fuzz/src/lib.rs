@@ -1,14 +1,16 @@
 //! Helpers shared by mercy's fuzz targets: how an input chooses limits and
-//! read sizes, and a sans-IO connection driver that frames a whole stream
-//! (PROXY header, heads, Content-Length and chunked bodies, pipelining) the
-//! way `worker::connection` does, so a target can compare feeding the same
-//! bytes whole and in pieces.
+//! read sizes, and a connection driver that frames a whole stream (PROXY
+//! header, heads, bodies, pipelining) with mercy's own sans-IO parts, in the
+//! order `worker::connection` calls them: `HeadParser` for heads and
+//! `BodyDecoder` for Content-Length and chunked bodies, read in pieces of
+//! the sizes an app asks for. A target compares feeding the same bytes
+//! whole and in pieces.
 //!
 //! Inputs start with one control byte; the rest is what a client sent.
 
 use mercy::protocol::{
-    parse_proxy, proxy_header_present, BodyFraming, Chunk, ChunkError, ChunkLimits, ChunkedDecoder,
-    HeadParser, Limits, ProxyHeader, RequestError, RequestHead,
+    parse_proxy, proxy_header_present, BodyDecoder, BodyFraming, BodyPart, Chunk, ChunkError,
+    ChunkLimits, ChunkedDecoder, HeadParser, Limits, ProxyHeader, RequestError, RequestHead,
 };
 
 /// Splits an input into its control byte and the wire bytes.
@@ -230,15 +232,22 @@ pub struct Conversation {
 enum Stage {
     Proxy,
     Head,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
+    Body(BodyDecoder),
 }
 
 /// Frames `wire` as one connection fed in reads of the given sizes
+/// (cycled), the app reading bodies in pieces of the `reads` sizes
 /// (cycled): an optional PROXY header first when `proxy` is set, then
 /// requests until the input ends, one is refused or one closes.
-pub fn converse(wire: &[u8], limits: Limits, proxy: bool, sizes: &[usize]) -> Conversation {
+pub fn converse(
+    wire: &[u8],
+    limits: Limits,
+    proxy: bool,
+    sizes: &[usize],
+    reads: &[usize],
+) -> Conversation {
     let mut sizes = sizes.iter().cycle();
+    let mut reads = reads.iter().cycle();
     let (mut arrived, mut position) = (0, 0);
     let mut stage = if proxy { Stage::Proxy } else { Stage::Head };
     let mut parser = HeadParser::new(limits);
@@ -274,11 +283,7 @@ pub fn converse(wire: &[u8], limits: Limits, proxy: bool, sizes: &[usize]) -> Co
                 Ok(None) => None,
                 Ok(Some((head, used))) => {
                     check_head_policy(&head, used, &limits);
-                    stage = match head.framing {
-                        BodyFraming::Empty => Stage::Length(0),
-                        BodyFraming::Length(length) => Stage::Length(length),
-                        BodyFraming::Chunked => Stage::Chunked(Box::default()),
-                    };
+                    stage = Stage::Body(BodyDecoder::new(head.framing));
                     current = Some(Framed {
                         head,
                         body: Vec::new(),
@@ -287,39 +292,23 @@ pub fn converse(wire: &[u8], limits: Limits, proxy: bool, sizes: &[usize]) -> Co
                 }
                 Err(error) => return talk.end(Ending::Refused(error)),
             },
-            Stage::Length(0) => Some(0),
-            Stage::Length(_) if available.is_empty() => None,
-            Stage::Length(remaining) => {
-                let taken = usize::try_from(*remaining)
-                    .map_or(available.len(), |left| left.min(available.len()));
+            Stage::Body(decoder) => {
+                let max = *reads.next().expect("the cycle never ends");
                 let request = current.as_mut().expect("a body follows a head");
-                request.body.extend_from_slice(&available[..taken]);
-                *remaining -= taken as u64;
-                Some(taken)
+                match read_body(decoder, available, max, &mut request.body) {
+                    Ok((used, more)) => {
+                        position += used;
+                        (!more).then_some(0)
+                    }
+                    Err(error) => return talk.end(Ending::BodyRefused(error)),
+                }
             }
-            Stage::Chunked(decoder) => match decoder.decode(available) {
-                Ok((used, Chunk::Data(data))) => {
-                    let request = current.as_mut().expect("a body follows a head");
-                    request.body.extend_from_slice(data);
-                    Some(used)
-                }
-                Ok((used, Chunk::End)) => Some(used),
-                Ok((used, Chunk::NeedMore)) => {
-                    position += used;
-                    None
-                }
-                Err(error) => return talk.end(Ending::BodyRefused(error)),
-            },
         };
 
         match used {
             Some(used) => {
                 position += used;
-                let complete = match &stage {
-                    Stage::Length(0) => true,
-                    Stage::Chunked(decoder) => decoder.is_done(),
-                    _ => false,
-                };
+                let complete = matches!(&stage, Stage::Body(decoder) if decoder.is_done());
                 if complete {
                     let request = current.take().expect("a body follows a head");
                     let keep_alive = request.head.keep_alive;
@@ -338,13 +327,60 @@ pub fn converse(wire: &[u8], limits: Limits, proxy: bool, sizes: &[usize]) -> Co
                 let ending = match stage {
                     Stage::Proxy | Stage::Head if position == wire.len() => Ending::Clean,
                     Stage::Proxy | Stage::Head => Ending::IncompleteHead,
-                    Stage::Length(_) | Stage::Chunked(_) => Ending::IncompleteBody,
+                    Stage::Body(decoder) => {
+                        assert!(
+                            decoder.finish().is_err(),
+                            "an unfinished body cannot finish"
+                        );
+                        Ending::IncompleteBody
+                    }
                 };
                 if let Some(request) = current.take() {
                     talk.requests.push(request);
                 }
                 return talk.end(ending);
             }
+        }
+    }
+}
+
+/// One step of an app's read, as the connection serves it: decodes the
+/// front of `available` (at most `max` body bytes) and checks the
+/// decoder's contract. Returns the bytes used and whether more input is
+/// needed.
+fn read_body(
+    decoder: &mut BodyDecoder,
+    available: &[u8],
+    max: usize,
+    body: &mut Vec<u8>,
+) -> Result<(usize, bool), ChunkError> {
+    let before = decoder.known_remaining();
+    match decoder.decode(available, max) {
+        Ok((used, BodyPart::Data(data))) => {
+            assert!(!data.is_empty() && data.len() <= max.max(1));
+            assert!(used <= available.len());
+            assert_eq!(&available[used - data.len()..used], data);
+            if let Some(before) = before {
+                let after = decoder.known_remaining().expect("a length stays known");
+                assert_eq!(before - after, data.len() as u64);
+            }
+            body.extend_from_slice(data);
+            Ok((used, false))
+        }
+        Ok((used, BodyPart::End)) => {
+            assert!(decoder.is_done() && decoder.finish().is_ok());
+            assert_eq!(decoder.known_remaining(), Some(0));
+            assert_eq!(decoder.decode(b"more", max), Ok((0, BodyPart::End)));
+            Ok((used, false))
+        }
+        Ok((used, BodyPart::NeedMore)) => {
+            assert_eq!(used, available.len(), "NeedMore uses all it was given");
+            Ok((used, true))
+        }
+        Err(error) => {
+            assert_eq!(decoder.decode(b"0\r\n\r\n", max), Err(error.clone()));
+            assert!(decoder.finish().is_err());
+            Err(error)
         }
     }
 }

@@ -170,12 +170,13 @@ pub struct Options {
     #[arg(long, value_name = "N")]
     pub listen: Option<u32>,
 
-    /// Seconds an idle keep-alive connection is kept open.
+    /// Seconds an idle keep-alive connection is kept open (0 to 3600; 0
+    /// closes every connection after its response).
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub keep_alive: u64,
 
-    /// Seconds without progress after which a client reading or sending a
-    /// request is dropped.
+    /// Seconds a request head may take from its first byte to its end (a
+    /// 408 after that), and that one read of a body may wait (1 to 3600).
     #[arg(long, default_value_t = 4, value_name = "SECONDS")]
     pub socket_timeout: u64,
 
@@ -183,19 +184,24 @@ pub struct Options {
     #[arg(long, short = 'b', default_value_t = 4096, value_name = "BYTES")]
     pub buffer_size: usize,
 
-    /// Request bodies up to this size are read whole before the app runs.
+    /// Request bodies up to this size are read before the app runs (of a
+    /// longer chunked body, this much; the rest streams). A body sent after
+    /// `100 Continue` always streams. 0 to 16 MiB; 0 streams every body.
     #[arg(long, default_value_t = 65536, value_name = "BYTES")]
     pub post_buffering: usize,
 
-    /// Longest request line, in bytes (0: no limit).
+    /// Longest request line, in bytes (0 to 16 MiB; 0: no limit but
+    /// --buffer-size).
     #[arg(long, default_value_t = 4094, value_name = "BYTES")]
     pub limit_request_line: usize,
 
-    /// Most header fields in a request.
+    /// Most header fields in a request (0 to 32768; 0: no limit but
+    /// --buffer-size).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit_request_fields: usize,
 
-    /// Longest header field line, in bytes.
+    /// Longest header field line with its CRLF, in bytes (0 to 16 MiB; 0: no
+    /// limit but --buffer-size).
     #[arg(long, default_value_t = 8190, value_name = "BYTES")]
     pub limit_request_field_size: usize,
 
@@ -432,6 +438,7 @@ pub enum ConfigError {
 impl Options {
     /// Checks every option and turns them into a [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
+        self.check_request_limits()?;
         let mount = match self.mount.as_slice() {
             [] => None,
             [one] => Some(Mount::parse(one)?),
@@ -510,15 +517,7 @@ impl Options {
         };
         at_least("--worker-reload-mercy", 1, self.worker_reload_mercy)?;
         at_least("--spawn-timeout", 1, self.spawn_timeout)?;
-        at_least("--socket-timeout", 1, self.socket_timeout)?;
         let backlog = backlog(self.listen, somaxconn())?;
-        if !(64..=1 << 24).contains(&self.buffer_size) {
-            return Err(ConfigError::OutOfRange {
-                option: "--buffer-size",
-                rule: "between 64 and 16777216",
-                value: self.buffer_size.to_string(),
-            });
-        }
 
         let env = self
             .env
@@ -592,6 +591,128 @@ impl Options {
             request_log: !self.disable_logging,
             logto: self.logto,
         })
+    }
+}
+
+/// The largest `--buffer-size`, and so the largest byte limit within a head.
+const MAX_HEAD_BYTES: u64 = 1 << 24;
+/// The largest `--post-buffering`: a body held in memory per request.
+const MAX_POST_BUFFERING: u64 = 1 << 24;
+/// The largest `--keep-alive` and `--socket-timeout`, in seconds.
+const MAX_CONNECTION_WAIT: u64 = 3600;
+/// The largest `--limit-request-fields`.
+const MAX_REQUEST_FIELDS: u64 = 32768;
+/// The shortest request line a head can start with: `A / HTTP/1.1` and CRLF.
+const SHORTEST_REQUEST_LINE: u64 = 14;
+/// The shortest header line: `a:` and CRLF.
+const SHORTEST_FIELD_LINE: u64 = 4;
+
+impl Options {
+    /// Refuses request limits and timeouts outside their ranges.
+    fn check_request_limits(&self) -> Result<(), ConfigError> {
+        let checks: [(&'static str, u64, u64, u64, &'static str); 7] = [
+            (
+                "--buffer-size",
+                self.buffer_size as u64,
+                64,
+                MAX_HEAD_BYTES,
+                "between 64 and 16777216 bytes",
+            ),
+            (
+                "--post-buffering",
+                self.post_buffering as u64,
+                0,
+                MAX_POST_BUFFERING,
+                "between 0 and 16777216 bytes (0 streams every body)",
+            ),
+            (
+                "--keep-alive",
+                self.keep_alive,
+                0,
+                MAX_CONNECTION_WAIT,
+                "between 0 and 3600 seconds (0 turns keep-alive off)",
+            ),
+            (
+                "--socket-timeout",
+                self.socket_timeout,
+                1,
+                MAX_CONNECTION_WAIT,
+                "between 1 and 3600 seconds",
+            ),
+            (
+                "--limit-request-line",
+                self.limit_request_line as u64,
+                0,
+                MAX_HEAD_BYTES,
+                "between 0 and 16777216 bytes (0: no limit but --buffer-size)",
+            ),
+            (
+                "--limit-request-fields",
+                self.limit_request_fields as u64,
+                0,
+                MAX_REQUEST_FIELDS,
+                "between 0 and 32768 (0: no limit but --buffer-size)",
+            ),
+            (
+                "--limit-request-field-size",
+                self.limit_request_field_size as u64,
+                0,
+                MAX_HEAD_BYTES,
+                "between 0 and 16777216 bytes (0: no limit but --buffer-size)",
+            ),
+        ];
+        for (option, value, minimum, maximum, rule) in checks {
+            if !(minimum..=maximum).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    option,
+                    rule,
+                    value: value.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Request limits that no request can ever reach because `--buffer-size`
+    /// ends every head first, one sentence each, for a warning at start.
+    /// Only limits the operator set, or all of them when `--buffer-size` was
+    /// set, are named: mercy's defaults are not the operator's to fix.
+    pub fn unreachable_limits(&self, set: impl Fn(&str) -> bool) -> Vec<String> {
+        let limits = &self.limits;
+        let head = limits.max_head_bytes as u64;
+        let buffer_set = set("buffer-size");
+        let mention = |option: &str| buffer_set || set(option);
+        let mut unreachable = Vec::new();
+
+        // Each limit is hit by the first byte past it, which must fit the head.
+        let line = limits.max_request_line as u64;
+        if line != 0 && line >= head && mention("limit-request-line") {
+            unreachable.push(format!(
+                "--limit-request-line {line} can never be reached: --buffer-size {head} \
+                 ends every head first, so a long request line gets 431, not 414"
+            ));
+        }
+        // A header line is counted with its CRLF, after the request line.
+        let field = limits.max_field_size as u64;
+        let longest_field = (head + 2).saturating_sub(SHORTEST_REQUEST_LINE);
+        if field != 0 && field >= longest_field && mention("limit-request-field-size") {
+            unreachable.push(format!(
+                "--limit-request-field-size {field} can never be reached: with --buffer-size \
+                 {head} no header line longer than {longest_field} bytes fits in a head, so a \
+                 long header line gets 431 for the head's size"
+            ));
+        }
+        let fields = limits.max_header_count as u64;
+        let fields_in_head = head.saturating_sub(SHORTEST_REQUEST_LINE) / SHORTEST_FIELD_LINE;
+        if fields != 0 && fields >= fields_in_head && mention("limit-request-fields") {
+            unreachable.push(format!(
+                "--limit-request-fields {fields} can never be reached: --buffer-size {head} \
+                 holds at most {fields_in_head} header lines"
+            ));
+        }
+        unreachable
     }
 }
 
@@ -855,6 +976,71 @@ mod tests {
             .map(|(name, value)| (name.to_string(), value.map(str::to_owned)))
             .collect();
         assert_eq!(options, expected);
+    }
+
+    fn options(extra: &[&str]) -> Options {
+        let base = ["mercy", "--http", ":8000", "--wsgi-file", "a.py"];
+        Options::parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn request_limits_out_of_range_are_refused_with_their_range() {
+        let cases = [
+            ("--post-buffering", "16777217", "between 0 and 16777216"),
+            ("--keep-alive", "3601", "between 0 and 3600"),
+            ("--socket-timeout", "0", "between 1 and 3600"),
+            ("--limit-request-line", "16777217", "between 0 and 16777216"),
+            ("--limit-request-fields", "32769", "between 0 and 32768"),
+            (
+                "--limit-request-field-size",
+                "18446744073709551615",
+                "between 0",
+            ),
+        ];
+        for (option, value, range) in cases {
+            let error = options(&[option, value]).validate().expect_err(option);
+            let message = error.to_string();
+            assert!(message.starts_with(option), "{message}");
+            assert!(
+                message.contains(range) && message.contains(value),
+                "{message}"
+            );
+        }
+        let edges = ["--post-buffering", "0", "--keep-alive", "0"];
+        assert!(options(&edges).validate().is_ok());
+    }
+
+    #[test]
+    fn limits_the_buffer_size_hides_are_named_when_set() {
+        let config = options(&["-b", "1024", "--limit-request-line", "2048"])
+            .validate()
+            .expect("valid");
+        let nothing_set = config.unreachable_limits(|_| false);
+        assert!(nothing_set.is_empty(), "{nothing_set:?}");
+        let warnings = config.unreachable_limits(|option| option == "limit-request-line");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("--limit-request-line 2048"));
+
+        // With the buffer size set, every limit it hides is named: here the
+        // default field size (8190) too, but not the header count (100).
+        let all = config.unreachable_limits(|option| option == "buffer-size");
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[1].contains("no header line longer than 1012 bytes"));
+
+        // The largest limits a head still reaches are not named.
+        let reachable = options(&["-b", "1024", "--limit-request-line", "1023"])
+            .validate()
+            .expect("valid");
+        let limits = Limits {
+            max_field_size: 1011,
+            max_header_count: 251,
+            ..reachable.limits
+        };
+        let reachable = Config {
+            limits,
+            ..reachable
+        };
+        assert!(reachable.unreachable_limits(|_| true).is_empty());
     }
 
     #[test]

@@ -198,18 +198,32 @@ impl ChunkedDecoder {
     /// before them. `NeedMore` uses all of `input`. After `End` every call
     /// returns `(0, End)`; after an error every call returns that error.
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Chunk<'a>), ChunkError> {
+        self.decode_at_most(input, usize::MAX)
+    }
+
+    /// Like [`ChunkedDecoder::decode`], with `Data` of at most `max` bytes
+    /// (at least one); the rest of the chunk comes on the next calls.
+    pub fn decode_at_most<'a>(
+        &mut self,
+        input: &'a [u8],
+        max: usize,
+    ) -> Result<(usize, Chunk<'a>), ChunkError> {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
 
-        let result = self.decode_step(input);
+        let result = self.decode_step(input, max.max(1));
         if let Err(error) = &result {
             self.failed = Some(error.clone());
         }
         result
     }
 
-    fn decode_step<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Chunk<'a>), ChunkError> {
+    fn decode_step<'a>(
+        &mut self,
+        input: &'a [u8],
+        max: usize,
+    ) -> Result<(usize, Chunk<'a>), ChunkError> {
         let mut position = 0;
         loop {
             match self.state {
@@ -218,7 +232,9 @@ impl ChunkedDecoder {
                         return Ok((position, Chunk::NeedMore));
                     }
                 }
-                State::Data { remaining } => return Ok(self.take_data(input, position, remaining)),
+                State::Data { remaining } => {
+                    return Ok(self.take_data(input, position, remaining, max))
+                }
                 State::DataCr | State::DataLf => {
                     let Some(&byte) = input.get(position) else {
                         return Ok((position, Chunk::NeedMore));
@@ -255,8 +271,9 @@ impl ChunkedDecoder {
         input: &'a [u8],
         position: usize,
         remaining: u64,
+        max: usize,
     ) -> (usize, Chunk<'a>) {
-        let available = input.len() - position;
+        let available = (input.len() - position).min(max);
         if available == 0 {
             return (position, Chunk::NeedMore);
         }

@@ -55,8 +55,8 @@ pub enum RequestErrorKind {
     InvalidHeaderValue,
     /// Content-Length is not a plain decimal number that fits 64 bits.
     InvalidContentLength,
-    /// Several Content-Length headers with different values.
-    ConflictingContentLength,
+    /// More than one Content-Length header, even with the same value.
+    RepeatedContentLength,
     /// Content-Length and Transfer-Encoding in the same request.
     ContentLengthWithTransferEncoding,
     /// Transfer-Encoding in an HTTP/1.0 request.
@@ -65,7 +65,8 @@ pub enum RequestErrorKind {
     MalformedTransferEncoding,
     /// `chunked` is not the final transfer coding, or appears more than once.
     ChunkedNotFinal,
-    /// A transfer coding other than `chunked` (gzip, identity, ...).
+    /// A transfer coding other than `chunked` (gzip, identity, ...), alone
+    /// or before a final `chunked`.
     UnsupportedTransferCoding,
     /// More than one Host header.
     DuplicateHost,
@@ -119,7 +120,7 @@ impl RequestErrorKind {
             ObsoleteLineFolding => "obsolete line folding in header",
             InvalidHeaderValue => "invalid character in header value",
             InvalidContentLength => "malformed Content-Length",
-            ConflictingContentLength => "conflicting Content-Length values",
+            RepeatedContentLength => "more than one Content-Length header",
             ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding",
             TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
             MalformedTransferEncoding => "malformed Transfer-Encoding list",

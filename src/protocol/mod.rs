@@ -1,4 +1,4 @@
-//! mercy's sans-IO HTTP/1.1 request framing: heads, chunked bodies, PROXY protocol.
+//! mercy's sans-IO HTTP/1.1 request framing: heads, bodies, PROXY protocol.
 //!
 //! No sockets and no Python here: each parser takes bytes and says what they
 //! are, what is still missing, or why the request is refused. The policy is
@@ -21,6 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod body;
 pub mod chunked;
 mod error;
 pub mod http;
@@ -29,6 +30,7 @@ pub mod proxy;
 mod target;
 pub mod uwsgi;
 
+pub use body::{BodyDecoder, BodyPart};
 pub use chunked::{Chunk, ChunkError, ChunkErrorKind, ChunkLimits, ChunkedDecoder};
 pub use http::{
     parse_head, percent_decode, BodyFraming, HeadParser, Header, Limits, RequestError,

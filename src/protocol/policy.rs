@@ -186,8 +186,10 @@ fn note_header(
     let name = header.name;
     if name.eq_ignore_ascii_case("content-length") {
         let length = parse_content_length(value)?;
-        if facts.content_length.is_some_and(|seen| seen != length) {
-            return Err(Kind::ConflictingContentLength.into());
+        // Even the same value twice: a proxy in front may have kept either
+        // line, or joined them, so the request is not framed one way only.
+        if facts.content_length.is_some() {
+            return Err(Kind::RepeatedContentLength.into());
         }
         facts.content_length = Some(length);
     } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -261,7 +263,9 @@ fn decide_framing<'h>(
     Ok(BodyFraming::Chunked)
 }
 
-/// Only a single, final `chunked` is accepted (RFC 9112 section 6.1 and 6.3).
+/// Only a single, final `chunked` is accepted (RFC 9112 section 6.1 and 6.3):
+/// a list that misplaces or repeats `chunked` is 400; one that is otherwise
+/// well placed but names a coding mercy does not decode is 501.
 fn check_transfer_codings<'v>(codings: impl Iterator<Item = &'v [u8]>) -> Result<(), RequestError> {
     let mut chunked_count = 0;
     let mut last_is_chunked = false;
@@ -285,7 +289,7 @@ fn check_transfer_codings<'v>(codings: impl Iterator<Item = &'v [u8]>) -> Result
         others |= !last_is_chunked;
     }
 
-    if chunked_count != 1 || !last_is_chunked {
+    if chunked_count > 1 || (chunked_count == 1 && !last_is_chunked) {
         return Err(Kind::ChunkedNotFinal.into());
     }
     if others {
@@ -294,26 +298,16 @@ fn check_transfer_codings<'v>(codings: impl Iterator<Item = &'v [u8]>) -> Result
     Ok(())
 }
 
-/// Copies the kept headers, keeping a repeated identical Content-Length once.
+/// Copies the kept headers.
 fn collect_headers<'h>(
     kept: impl Iterator<Item = &'h httparse::Header<'h>>,
     capacity: usize,
 ) -> Vec<Header> {
     let mut headers = Vec::with_capacity(capacity);
-    let mut content_length_seen = false;
-
-    for header in kept {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            if content_length_seen {
-                continue;
-            }
-            content_length_seen = true;
-        }
-        headers.push(Header {
-            name: header.name.as_bytes().into(),
-            value: header.value.into(),
-        });
-    }
+    headers.extend(kept.map(|header| Header {
+        name: header.name.as_bytes().into(),
+        value: header.value.into(),
+    }));
     headers
 }
 

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 use super::context::WorkerContext;
 use super::transport::Transport;
 use crate::control::RetireMode;
-use crate::protocol::chunked::{Chunk, ChunkedDecoder};
+use crate::protocol::body::{BodyDecoder, BodyPart};
 use crate::protocol::http::{BodyFraming, HeadParser, RequestError, RequestHead};
 use crate::protocol::proxy::{parse_proxy, proxy_header_present};
 use crate::protocol::uwsgi::{parse_packet, Packet};
@@ -31,6 +31,8 @@ enum HeadOutcome {
     /// The client closed, stayed idle too long, or the worker is going.
     Closed,
     Rejected(RequestError),
+    /// A request head began but did not end within `--socket-timeout`.
+    TimedOut,
 }
 
 /// Serves requests on one connection until it closes.
@@ -63,6 +65,10 @@ pub async fn serve<S>(
             HeadOutcome::Closed => return,
             HeadOutcome::Rejected(error) => {
                 reject(&mut stream, &error, &endpoints).await;
+                return;
+            }
+            HeadOutcome::TimedOut => {
+                time_out_head(&mut stream, &endpoints, &context).await;
                 return;
             }
         };
@@ -104,6 +110,8 @@ pub async fn serve_uwsgi<S>(
 {
     let config = &context.config;
     let mut buffer = BytesMut::with_capacity(4096);
+    // One deadline for the whole packet, however the client splits it.
+    let deadline = tokio::time::Instant::now() + config.socket_timeout;
     let packet = loop {
         match parse_packet(&buffer, config.limits.max_head_bytes, config.max_vars) {
             Ok(Some((packet, consumed))) => {
@@ -116,17 +124,16 @@ pub async fn serve_uwsgi<S>(
                 return;
             }
         }
-        let reason =
-            match tokio::time::timeout(config.socket_timeout, stream.read_buf(&mut buffer)).await {
-                Ok(Ok(n)) if n > 0 => continue,
-                Ok(Ok(_)) if buffer.is_empty() => return,
-                Ok(Ok(_)) => "the client closed the connection inside a uwsgi packet".to_owned(),
-                Ok(Err(error)) => format!("reading the uwsgi packet failed: {error}"),
-                Err(_) => format!(
-                    "no complete uwsgi packet within --socket-timeout ({}s)",
-                    config.socket_timeout.as_secs()
-                ),
-            };
+        let reason = match tokio::time::timeout_at(deadline, stream.read_buf(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            Ok(Ok(_)) if buffer.is_empty() => return,
+            Ok(Ok(_)) => "the client closed the connection inside a uwsgi packet".to_owned(),
+            Ok(Err(error)) => format!("reading the uwsgi packet failed: {error}"),
+            Err(_) => format!(
+                "no complete uwsgi packet within --socket-timeout ({}s)",
+                config.socket_timeout.as_secs()
+            ),
+        };
         warn!(
             event = "bad_request",
             client = %client(&endpoints),
@@ -258,7 +265,8 @@ fn uwsgi_response_protocol(server_protocol: Option<&[u8]>) -> Result<Box<[u8]>, 
 
 /// Reads until a whole request head is buffered. Waiting for the first
 /// byte of a follow-up request is the keep-alive idle time; once a request
-/// has begun, each read must make progress within `--socket-timeout`.
+/// has begun, its whole head must arrive within `--socket-timeout` of its
+/// first byte, however the client spreads it over reads.
 async fn read_head<S>(
     stream: &mut S,
     buffer: &mut BytesMut,
@@ -271,6 +279,8 @@ where
 {
     let config = &context.config;
     let mut retire = context.watch_retire();
+    // Set when the head's first byte is in the buffer (pipelined bytes are).
+    let mut deadline = head_deadline(buffer, config.socket_timeout);
     loop {
         if !buffer.is_empty() {
             match parser.parse(buffer) {
@@ -282,35 +292,50 @@ where
                 Err(error) => return HeadOutcome::Rejected(error),
             }
         }
-        let idle = buffer.is_empty();
-        let wait = if idle && !first {
-            config.keep_alive
-        } else {
-            config.socket_timeout
-        };
-        let read = tokio::time::timeout(wait, stream.read_buf(buffer));
-        let result = if idle {
-            tokio::select! {
-                result = read => result,
-                () = fast_retirement(&mut retire) => return HeadOutcome::Closed,
+
+        let result = match deadline {
+            Some(at) => tokio::time::timeout_at(at, stream.read_buf(buffer)).await,
+            None => {
+                let idle_wait = if first {
+                    config.socket_timeout
+                } else {
+                    config.keep_alive
+                };
+                tokio::select! {
+                    result = tokio::time::timeout(idle_wait, stream.read_buf(buffer)) => result,
+                    () = fast_retirement(&mut retire) => return HeadOutcome::Closed,
+                }
             }
-        } else {
-            read.await
         };
+
         match result {
-            Ok(Ok(0)) | Err(_) => {
-                if !idle {
-                    debug!("the client closed or stalled inside a request head");
+            Ok(Ok(0)) => {
+                if deadline.is_some() {
+                    debug!("the client closed inside a request head");
                 }
                 return HeadOutcome::Closed;
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => deadline = deadline.or(head_deadline(buffer, config.socket_timeout)),
             Ok(Err(error)) => {
                 debug!(%error, "read failed");
                 return HeadOutcome::Closed;
             }
+            Err(_) if deadline.is_some() => return HeadOutcome::TimedOut,
+            Err(_) => {
+                debug!(
+                    first,
+                    "the connection stayed idle past its wait; closing it"
+                );
+                return HeadOutcome::Closed;
+            }
         }
     }
+}
+
+/// When the head that starts in `buffer` must be complete; None while no
+/// byte of it has arrived.
+fn head_deadline(buffer: &BytesMut, socket_timeout: Duration) -> Option<tokio::time::Instant> {
+    (!buffer.is_empty()).then(|| tokio::time::Instant::now() + socket_timeout)
 }
 
 /// With `--enable-proxy-protocol`: reads a PROXY protocol header (v1 or v2)
@@ -324,7 +349,7 @@ async fn read_proxy_header<S>(
 where
     S: AsyncRead + Unpin,
 {
-    let timeout = context.config.socket_timeout;
+    let deadline = tokio::time::Instant::now() + context.config.socket_timeout;
     loop {
         match proxy_header_present(buffer) {
             Some(false) => return Ok(None),
@@ -338,7 +363,7 @@ where
             },
             None => {}
         }
-        match tokio::time::timeout(timeout, stream.read_buf(buffer)).await {
+        match tokio::time::timeout_at(deadline, stream.read_buf(buffer)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Err(None),
         }
@@ -365,6 +390,29 @@ where
         "refused a request: {error}"
     );
     let (response, _) = closing_response(b"HTTP/1.1", status, error.reason());
+    let _ = stream.write_all(&response).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Answers a request whose head did not arrive within `--socket-timeout`
+/// with 408, and logs it with the limit.
+async fn time_out_head<S>(stream: &mut S, endpoints: &Endpoints, context: &WorkerContext)
+where
+    S: AsyncWrite + Unpin,
+{
+    let limit = context.config.socket_timeout.as_secs();
+    warn!(
+        event = "bad_request",
+        status = 408,
+        client = %client(endpoints),
+        limit = "--socket-timeout",
+        "refused a request: its head did not arrive within --socket-timeout ({limit}s)"
+    );
+    let (response, _) = closing_response(
+        b"HTTP/1.1",
+        408,
+        "the request head took longer than --socket-timeout",
+    );
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
 }
@@ -413,37 +461,42 @@ where
 {
     let started = Instant::now();
     let config = &context.config;
-    let mut body = BodyReader::new(&incoming.framing);
-    let request_body = match incoming.framing {
-        BodyFraming::Empty => RequestBody::Empty,
-        BodyFraming::Length(0) => RequestBody::Empty,
-        BodyFraming::Length(length)
-            if length <= config.post_buffering as u64 && !incoming.expect_continue =>
+    let mut body = BodyReader::new(incoming.framing);
+    let request_body = match read_before_app(&incoming, config.post_buffering) {
+        Prebuffer::Nothing if body.is_done() => RequestBody::Empty,
+        Prebuffer::Nothing => RequestBody::Streamed,
+        Prebuffer::Whole => match body
+            .prebuffer(stream, buffer, usize::MAX, config.socket_timeout)
+            .await
         {
-            let whole = match body
-                .read_to_end(stream, buffer, config.socket_timeout)
-                .await
-            {
-                Ok(whole) => whole,
-                Err(error) => {
-                    warn!(
-                        event = "bad_request",
-                        client = %client(endpoints),
-                        method = %incoming.method,
-                        "request body incomplete, the app was not called: {error}"
-                    );
-                    return Err(std::io::Error::other(error.0));
-                }
-            };
-            RequestBody::Buffered(whole)
-        }
-        _ => RequestBody::Streamed,
+            Prebuffered::Complete(whole) => RequestBody::Buffered(whole),
+            Prebuffered::Partial(_) => {
+                let error = body.failure().unwrap_or_default();
+                warn!(
+                    event = "bad_request",
+                    client = %client(endpoints),
+                    method = %incoming.method,
+                    "request body incomplete, the app was not called: {error}"
+                );
+                return Err(std::io::Error::other(error));
+            }
+        },
+        // A chunked body's length is unknown: what arrives up to the bound
+        // is read now, the rest (or the error that ended it) streams.
+        Prebuffer::UpTo(limit) => match body
+            .prebuffer(stream, buffer, limit, config.socket_timeout)
+            .await
+        {
+            Prebuffered::Complete(whole) => RequestBody::Buffered(whole),
+            Prebuffered::Partial(first) => RequestBody::Partial(first),
+        },
     };
 
     let exchange = Exchange {
         method_is_head: &*incoming.method == "HEAD",
         minor_version: incoming.minor_version,
-        client_keep_alive: incoming.keep_alive,
+        // --keep-alive 0: every response closes its connection.
+        client_keep_alive: incoming.keep_alive && !config.keep_alive.is_zero(),
         expect_continue: incoming.expect_continue,
         close_delimited: incoming.uwsgi,
         response_protocol: incoming.response_protocol,
@@ -525,6 +578,30 @@ where
     Ok(keep_alive)
 }
 
+/// How much of a request body is read before the app is called.
+enum Prebuffer {
+    /// None: no body, a body over `--post-buffering`, or one the client
+    /// sends only after `100 Continue`, which goes out when the app reads.
+    Nothing,
+    /// The whole body, whose length is within `--post-buffering`.
+    Whole,
+    /// A chunked body, up to this many bytes.
+    UpTo(usize),
+}
+
+fn read_before_app(incoming: &Incoming, post_buffering: usize) -> Prebuffer {
+    if incoming.expect_continue {
+        return Prebuffer::Nothing;
+    }
+    match incoming.framing {
+        BodyFraming::Length(length) if length > 0 && length <= post_buffering as u64 => {
+            Prebuffer::Whole
+        }
+        BodyFraming::Chunked if post_buffering > 0 => Prebuffer::UpTo(post_buffering),
+        _ => Prebuffer::Nothing,
+    }
+}
+
 /// What the connection knows about a request when it writes the response.
 struct Exchange {
     method_is_head: bool,
@@ -588,9 +665,10 @@ where
         short_by: 0,
         dropped: 0,
     };
-    // Set once the request body turned out malformed: whatever the app
-    // answers then, the client gets a 400 and the connection closes.
-    let mut body_malformed = false;
+    // Set once the request body turned out malformed (perhaps before the
+    // app was called): whatever the app answers then, the client gets a 400
+    // and the connection closes.
+    let mut body_malformed = body.is_malformed();
     let mut out = BytesMut::new();
     loop {
         let next = match harakiri_at {
@@ -627,7 +705,7 @@ where
                 let result = body.read(stream, buffer, max, timeout).await;
                 if result.is_err() {
                     done.keep_alive = false;
-                    body_malformed = matches!(body, BodyReader::Broken);
+                    body_malformed = body.is_malformed();
                 }
                 reply.send(result);
             }
@@ -654,6 +732,14 @@ where
                 if exchange.expect_continue && !continue_sent && !body.is_done() {
                     // The app answered without reading the body: the client
                     // may still send it, so the connection cannot be reused.
+                    done.keep_alive = false;
+                }
+                if body
+                    .known_remaining()
+                    .is_some_and(|left| left > DRAIN_LIMIT)
+                {
+                    // More unread body than the connection would drain: say
+                    // so now rather than close under the client's next request.
                     done.keep_alive = false;
                 }
                 let whole_length = end.then_some(first.len() as u64);
@@ -795,6 +881,12 @@ async fn send_file<S: Transport>(
         out.clear();
     }
     let sent = stream.send_file(file, offset, allowed).await?;
+    debug!(
+        event = "sendfile",
+        offset,
+        bytes = sent,
+        "sent {sent} bytes of a file from offset {offset} with sendfile"
+    );
     done.body_bytes += sent;
     if let Framing::Length { remaining } = framing {
         *remaining -= sent;
@@ -896,32 +988,60 @@ impl std::io::Write for BytesWriter<'_> {
     }
 }
 
-/// The request body as it arrives on the connection, decoded.
-enum BodyReader {
-    Done,
-    Length {
-        remaining: u64,
-    },
-    Chunked(Box<ChunkedDecoder>),
-    /// The body was malformed; the connection cannot be reused.
-    Broken,
+/// The request body as it arrives on the connection: the sans-IO
+/// [`BodyDecoder`] fed from the socket, remembering why it stopped.
+struct BodyReader {
+    decoder: BodyDecoder,
+    /// Set once the body cannot be read further; every later read fails so.
+    failure: Option<BodyFailure>,
+}
+
+enum BodyFailure {
+    /// The chunked framing is malformed: the client gets a 400.
+    Malformed(String),
+    /// The client closed, failed or stalled before the body ended.
+    Cut(String),
+}
+
+/// What [`BodyReader::prebuffer`] read before the app is called.
+enum Prebuffered {
+    /// The whole body.
+    Complete(Bytes),
+    /// Its first bytes: the bound was reached, or reading failed (the
+    /// failure is kept for the app's next read).
+    Partial(Bytes),
 }
 
 impl BodyReader {
-    fn new(framing: &BodyFraming) -> Self {
-        match framing {
-            BodyFraming::Empty | BodyFraming::Length(0) => Self::Done,
-            BodyFraming::Length(length) => Self::Length { remaining: *length },
-            BodyFraming::Chunked => Self::Chunked(Box::default()),
+    fn new(framing: BodyFraming) -> Self {
+        Self {
+            decoder: BodyDecoder::new(framing),
+            failure: None,
         }
     }
 
     fn is_done(&self) -> bool {
-        matches!(self, Self::Done)
+        self.decoder.is_done()
     }
 
-    /// Reads up to about `max` body bytes (a chunk may give more); empty at
-    /// the end of the body.
+    fn is_malformed(&self) -> bool {
+        matches!(self.failure, Some(BodyFailure::Malformed(_)))
+    }
+
+    /// Unread body bytes, when the framing says.
+    fn known_remaining(&self) -> Option<u64> {
+        self.decoder.known_remaining()
+    }
+
+    /// Why the body cannot be read further, if it cannot.
+    fn failure(&self) -> Option<String> {
+        match &self.failure {
+            Some(BodyFailure::Malformed(why) | BodyFailure::Cut(why)) => Some(why.clone()),
+            None => None,
+        }
+    }
+
+    /// Reads up to `max` body bytes; empty at the end of the body.
     async fn read<S>(
         &mut self,
         stream: &mut S,
@@ -932,71 +1052,60 @@ impl BodyReader {
     where
         S: AsyncRead + Unpin,
     {
+        if let Some(why) = self.failure() {
+            return Err(BodyError(why));
+        }
         loop {
-            match self {
-                Self::Done => return Ok(Bytes::new()),
-                Self::Broken => return Err(BodyError("the request body is malformed".into())),
-                Self::Length { remaining } => {
-                    if buffer.is_empty() {
-                        fill(stream, buffer, timeout).await?;
-                    }
-                    let take = (*remaining).min(buffer.len() as u64).min(max as u64) as usize;
-                    *remaining -= take as u64;
-                    let bytes = buffer.split_to(take).freeze();
-                    if *remaining == 0 {
-                        *self = Self::Done;
-                    }
-                    return Ok(bytes);
+            match self.decoder.decode(buffer, max) {
+                Ok((used, BodyPart::Data(data))) => {
+                    let framing = used - data.len();
+                    let mut taken = buffer.split_to(used);
+                    return Ok(taken.split_off(framing).freeze());
                 }
-                Self::Chunked(decoder) => match decoder.decode(buffer) {
-                    Ok((consumed, Chunk::Data(data))) => {
-                        let bytes = Bytes::copy_from_slice(data);
-                        buffer.advance(consumed);
-                        if !bytes.is_empty() {
-                            return Ok(bytes);
-                        }
+                Ok((used, BodyPart::End)) => {
+                    buffer.advance(used);
+                    return Ok(Bytes::new());
+                }
+                Ok((used, BodyPart::NeedMore)) => {
+                    buffer.advance(used);
+                    if let Err(error) = fill(stream, buffer, timeout).await {
+                        self.failure = Some(BodyFailure::Cut(error.0.clone()));
+                        return Err(error);
                     }
-                    Ok((consumed, Chunk::End)) => {
-                        buffer.advance(consumed);
-                        *self = Self::Done;
-                    }
-                    Ok((consumed, Chunk::NeedMore)) => {
-                        buffer.advance(consumed);
-                        fill(stream, buffer, timeout).await?;
-                    }
-                    Err(error) => {
-                        *self = Self::Broken;
-                        return Err(BodyError(format!(
-                            "malformed chunked request body: {}",
-                            error.reason()
-                        )));
-                    }
-                },
+                }
+                Err(error) => {
+                    let why = format!("malformed chunked request body: {error}");
+                    self.failure = Some(BodyFailure::Malformed(why.clone()));
+                    return Err(BodyError(why));
+                }
             }
         }
     }
 
-    /// Reads the whole body into memory (used for small, known lengths).
-    async fn read_to_end<S>(
+    /// Reads the body before the app is called, until it ends or `limit`
+    /// bytes are held.
+    async fn prebuffer<S>(
         &mut self,
         stream: &mut S,
         buffer: &mut BytesMut,
+        limit: usize,
         timeout: Duration,
-    ) -> Result<Bytes, BodyError>
+    ) -> Prebuffered
     where
         S: AsyncRead + Unpin,
     {
-        let mut whole = BytesMut::new();
-        loop {
-            let bytes = self.read(stream, buffer, usize::MAX, timeout).await?;
-            if bytes.is_empty() {
-                return Ok(whole.freeze());
+        let mut held = BytesMut::new();
+        while held.len() < limit {
+            match self.read(stream, buffer, limit - held.len(), timeout).await {
+                Ok(bytes) if bytes.is_empty() => return Prebuffered::Complete(held.freeze()),
+                Ok(bytes) => held.extend_from_slice(&bytes),
+                Err(_) => return Prebuffered::Partial(held.freeze()),
             }
-            if whole.is_empty() && self.is_done() {
-                return Ok(bytes);
-            }
-            whole.extend_from_slice(&bytes);
         }
+        if self.is_done() {
+            return Prebuffered::Complete(held.freeze());
+        }
+        Prebuffered::Partial(held.freeze())
     }
 
     /// Discards up to `limit` unread body bytes; true if the body ended.

@@ -37,6 +37,11 @@ impl Input {
         Self::with(BytesMut::new(), false, Some(source))
     }
 
+    /// `first` is already here; the rest of the body comes from `source`.
+    pub fn partial(first: Bytes, source: mpsc::UnboundedSender<Event>) -> Self {
+        Self::with(BytesMut::from(&first[..]), false, Some(source))
+    }
+
     pub fn empty() -> Self {
         Self::with(BytesMut::new(), true, None)
     }

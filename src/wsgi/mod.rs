@@ -32,6 +32,10 @@ pub enum RequestBody {
     /// Read whole before the app was called (small bodies, see
     /// `--post-buffering`).
     Buffered(Bytes),
+    /// Its first bytes were read before the app was called (a chunked body
+    /// longer than `--post-buffering`, or one whose reading failed); the
+    /// rest is read on demand, as for [`RequestBody::Streamed`].
+    Partial(Bytes),
     /// Read on demand from the connection with [`Event::ReadBody`].
     Streamed,
 }

@@ -310,6 +310,7 @@ fn call_app(
     let input = match &request.body {
         RequestBody::Empty => Input::empty(),
         RequestBody::Buffered(body) => Input::buffered(body.clone()),
+        RequestBody::Partial(first) => Input::partial(first.clone(), request.events.clone()),
         RequestBody::Streamed => Input::streamed(request.events.clone()),
     };
     let input = Bound::new(py, input)?.into_any();

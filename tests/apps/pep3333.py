@@ -14,7 +14,13 @@ Routes (PATH_INFO; parameters in the query string):
     /exc-info-after   write(b"partial"), then start_response with exc_info:
                       records whether the same exception came back, re-raises it
     /twice            start_response twice without exc_info
-    /close            a closing iterable; mode=ok|raise-first|raise-later|forever
+    /close            a closing iterable; mode=ok|raise-first|raise-later|forever;
+                      each chunk of mode=forever is recorded before it is given
+    /file             wsgi.file_wrapper around a real file of FILE_BYTES[:size]
+                      (default all); seek=K seeks first, read=R reads R bytes
+                      through the buffered file first; length=L sets
+                      Content-Length; write=1 writes b"before-" first;
+                      source=bytesio wraps an in-memory file instead
     /short            Content-Length 10, 5 bytes; kind=list|generator
     /long             Content-Length 5, 11 bytes
     /two-lengths      two Content-Length headers, 5 and 11; 11 bytes
@@ -30,14 +36,18 @@ Routes (PATH_INFO; parameters in the query string):
 """
 
 import base64
+import io
 import json
 import os
 import sys
+import tempfile
 from urllib.parse import parse_qs
 
 EVENTS = os.environ.get("MERCY_TEST_EVENTS")
 FOREVER_CHUNK = b"x" * 65536
 FOREVER_CHUNKS = 4096
+# The file /file serves: every byte value, so an offset shows in the bytes.
+FILE_BYTES = bytes(range(256)) * 1024
 
 
 def record(request_id, event, **fields):
@@ -80,8 +90,9 @@ class ClosingBody:
         if self.mode == "raise-first":
             raise RuntimeError("the body failed before its first chunk")
         if self.mode == "forever":
-            for _ in range(FOREVER_CHUNKS):
+            for index in range(FOREVER_CHUNKS):
                 self.produced += 1
+                record(self.request_id, "chunk", index=index)
                 yield FOREVER_CHUNK
             return
         self.produced += 1
@@ -93,6 +104,56 @@ class ClosingBody:
 
     def close(self):
         record(self.request_id, "close", produced=self.produced)
+
+
+class TrackedFile:
+    """A file whose reads and close are recorded: with sendfile mercy never
+    reads it through Python."""
+
+    def __init__(self, request_id, file):
+        self.request_id = request_id
+        self.file = file
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def tell(self):
+        return self.file.tell()
+
+    def read(self, size=-1):
+        record(self.request_id, "file_read", size=size)
+        return self.file.read(size)
+
+    def close(self):
+        record(self.request_id, "file_close")
+        self.file.close()
+
+
+def file_route(environ, start_response, query, request_id):
+    def number(name):
+        return int(query[name][0]) if name in query else None
+
+    size = number("size")
+    content = FILE_BYTES if size is None else FILE_BYTES[:size]
+    if query.get("source") == ["bytesio"]:
+        file = io.BytesIO(content)
+    else:
+        file = tempfile.TemporaryFile()
+        file.write(content)
+        file.flush()
+        file.seek(0)
+    if number("seek") is not None:
+        file.seek(number("seek"))
+    if number("read") is not None:
+        file.read(number("read"))
+
+    headers = [("Content-Type", "application/octet-stream")]
+    if number("length") is not None:
+        headers.append(("Content-Length", str(number("length"))))
+    write = start_response("200 OK", headers)
+    if query.get("write"):
+        write(b"before-")
+    return environ["wsgi.file_wrapper"](TrackedFile(request_id, file), 4096)
 
 
 def write_route(environ, start_response, query):
@@ -244,6 +305,8 @@ def application(environ, start_response):
     if path == "/close":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ClosingBody(request_id, query.get("mode", ["ok"])[0])
+    if path == "/file":
+        return file_route(environ, start_response, query, request_id)
     if path == "/short":
         return short_route(environ, start_response, query)
     if path == "/long":
