@@ -8,6 +8,8 @@
 #
 # Usage: bash bench/profile.sh [PATH] [mercy options...]
 #   PATH   the route to load (default /: hello world)
+#   mercy options are added to the command line (`--gevent 256` profiles
+#   gevent mode instead of 4 request threads); OUT_FILE=FILE writes elsewhere
 # Needs perf (Debian's linux-perf, installed if missing) and wrk.
 set -euo pipefail
 
@@ -31,8 +33,10 @@ command -v wrk >/dev/null || { echo "profile: wrk is missing (bash scripts/setup
 mkdir -p "$OUT"
 
 port=$("$ROOT/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+concurrency=(--threads 4)
+[[ " $* " == *" --gevent "* ]] && concurrency=()
 argv=("$MERCY" --http "127.0.0.1:$port" --wsgi-file "$BENCH/apps/app.py" --processes 1
-    --threads 4 --disable-logging --virtualenv "$ROOT/.venv" "$@")
+    "${concurrency[@]}" --disable-logging --virtualenv "$ROOT/.venv" "$@")
 say "${argv[*]}"
 "${argv[@]}" >"$OUT/mercy.log" 2>&1 &
 master=$!
@@ -62,5 +66,5 @@ wait "$load"
 perf script -i "$OUT/perf.data" -F comm,tid,ip,sym 2>/dev/null >"$OUT/stacks.txt"
 
 "$ROOT/.venv/bin/python" "$BENCH/profile.py" --stacks "$OUT/stacks.txt" --stat "$OUT/stat.csv" \
-    --wrk "$OUT/wrk-stat.txt" --command "${argv[*]/$ROOT\//}" --path "$path" >"$BENCH/profile.md"
-say "wrote bench/profile.md"
+    --wrk "$OUT/wrk-stat.txt" --command "${argv[*]/$ROOT\//}" --path "$path" >"${OUT_FILE:-$BENCH/profile.md}"
+say "wrote ${OUT_FILE:-bench/profile.md}"

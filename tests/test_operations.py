@@ -756,12 +756,16 @@ def test_max_requests_reached_during_a_reload_still_recycles_the_worker(mercy, t
         ) from None
 
 
-def test_chain_reload_during_a_recycle_leaves_one_new_worker_per_slot(mercy):
-    """--max-requests 10, 2 workers, an app whose import takes 1.5 s: SIGUSR2
-    right after a worker asked to be recycled (its replacement still
-    loading). When the chain reload is done and every leaving worker is
-    gone, exactly 2 workers are alive, both of the new generation."""
-    processes = 2
+@pytest.mark.parametrize("processes", [1, 2])
+def test_chain_reload_during_a_recycle_leaves_one_new_worker_per_slot(mercy, processes):
+    """--max-requests 10, 1 or 2 workers, an app whose import takes 1.5 s:
+    SIGUSR2 right after a worker asked to be recycled (its replacement
+    still loading). The chain reload starts once the recycling is over and
+    replaces one slot at a time; when it is done and every leaving worker
+    is gone, exactly --processes workers are alive, all of the new
+    generation. (With one worker, the exit that ends the recycling is the
+    one that lets the chain reload start: it must not also count as the
+    end of the chain's first slot.)"""
     server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
                    "--max-requests", "10", env={"OPS_IMPORT_DELAY": "1.5"})
     first = set(server.worker_pids().values())
@@ -791,6 +795,27 @@ def test_chain_reload_during_a_recycle_leaves_one_new_worker_per_slot(mercy):
         return alive if not (set(alive) & leaving) else None
     alive = wait_until(settled, 60, "every retiring worker to be gone")
     assert loop.failures == [], loop.failures[:10]
+
+    # During the chain reload, one slot at a time: never more than one
+    # worker above --processes, and reload_done only once both new
+    # workers are ready.
+    living, most, ready_new, reloading = set(), 0, 0, False
+    for record in server.records():
+        event = record.get("event")
+        if event in ("spawned", "respawned"):
+            living.add(int(record["worker.pid"]))
+        elif event in ("retired", "killed", "died"):
+            living.discard(int(record["worker.pid"]))
+        elif event == "reload_started":
+            reloading = True
+        elif event == "ready" and reloading and int(record["generation"]) == generation:
+            ready_new += 1
+        elif event == "reload_done":
+            assert ready_new == processes, f"reload_done after {ready_new} new workers ready"
+            break
+        if reloading:
+            most = max(most, len(living))
+    assert most <= processes + 1, f"{most} workers alive during the chain reload"
     assert sorted(alive.values()) == [generation] * processes, (
         f"alive workers (pid: generation) after chain reload to generation "
         f"{generation}: {alive}")

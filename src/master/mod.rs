@@ -671,9 +671,6 @@ impl Master {
         }
         self.refill_slot(id, started_at);
         self.report_reload_progress();
-        if self.phase == Phase::Serving && !self.workers.replacing() {
-            self.after_reload_or_start();
-        }
         if let Phase::ChainReloading {
             generation: new,
             slot,
@@ -683,6 +680,13 @@ impl Master {
             if slot == id && generation < new && replaces.is_none() {
                 self.chain_next(new, slot + 1);
             }
+        }
+        // Only then may a reload that waited for this exit start: in the
+        // other order, the exit that let a chain reload start would also
+        // count as the end of its first slot, and two slots would be
+        // replaced at once.
+        if self.phase == Phase::Serving && !self.workers.replacing() {
+            self.after_reload_or_start();
         }
         self.check_shutdown_done();
         self.check_reload_done();
