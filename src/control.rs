@@ -46,8 +46,9 @@ pub enum RetireMode {
 pub enum ToWorker {
     /// Begin retirement (DESIGN.md section 3).
     Retire { mode: RetireMode },
-    /// The mercy deadline passed: write the diagnostic, the kill follows.
-    Expired,
+    /// The grace deadline passed: write the diagnostic, the kill follows.
+    /// `option` names the option whose time ran out, `grace_s` its value.
+    Expired { option: String, grace_s: f64 },
     /// Reopen the log file (it was rotated).
     ReopenLog,
 }

@@ -647,3 +647,25 @@ def test_wsgi_errors_writes_are_log_events(mercy):
         assert (record["worker.id"], record["worker.pid"]) == (worker_id, worker_pid)
     lines = [line for line in server.text().splitlines() if "disk almost full" in line]
     assert len(lines) == 2 and all(json.loads(line)["event"] == "app_log" for line in lines)
+
+
+def test_printed_lines_are_log_events_under_log_json(mercy):
+    """Under --log-json, each line the app prints to sys.stdout or
+    sys.stderr (at import, in a request, in pieces, from a thread of its
+    own) is one `app_log` event naming the stream: every line of the log
+    is a JSON object."""
+    server = mercy("--wsgi-file", APPS / "printing.py")
+    assert server.get("/?x1").body == b"printed"
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    logged = [(r["stream"], r["message"]) for r in server.events("app_log")]
+    assert logged == [
+        ("stdout", "printed at import"),
+        ("stdout", "stdout says x1"),
+        ("stderr", "stderr says x1"),
+        ("stderr", "second line"),
+        ("stdout", "thread says x1"),
+    ]
+    for line in server.text().splitlines():
+        json.loads(line)

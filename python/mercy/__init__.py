@@ -93,6 +93,8 @@ class TaskGroup:
 
 
 def _start_tracked(fn, args, kwargs, group):
+    if not callable(fn):
+        raise TypeError("mercy.spawn() needs a callable, got %r" % (fn,))
     name = "mercy.spawn:%s" % getattr(fn, "__qualname__", repr(fn))
     if _mercy.mode() == "gevent":
         return _start_tracked_greenlet(fn, args, kwargs, name)

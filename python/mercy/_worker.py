@@ -4,6 +4,7 @@ retirement steps that need the interpreter. Not for apps to import."""
 import atexit
 import importlib
 import importlib.util
+import io
 import os
 import sys
 import threading
@@ -248,3 +249,48 @@ def after_app_loaded():
     hook = getattr(uwsgi, "post_fork_hook", None) if uwsgi is not None else None
     if callable(hook):
         hook()
+
+
+class _LineLog(io.TextIOBase):
+    """`sys.stdout` or `sys.stderr` under --log-json: every line the app
+    prints becomes one `app_log` event, so the log stays JSON lines. Each
+    thread (each greenlet in gevent mode) gathers its own partial line."""
+
+    def __init__(self, stream, original):
+        self._stream = stream
+        self._original = original
+        self._pending = threading.local()
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._original.fileno()
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        lines = (getattr(self._pending, "text", "") + text).split("\n")
+        self._pending.text = lines.pop()
+        for line in lines:
+            _mercy.log_output(line, self._stream)
+        return len(text)
+
+    def flush(self):
+        text = getattr(self._pending, "text", "")
+        if text:
+            self._pending.text = ""
+            _mercy.log_output(text, self._stream)
+
+
+def log_printed_lines():
+    """Under --log-json, what the app prints is logged as JSON lines too."""
+    sys.stdout = _LineLog("stdout", sys.__stdout__)
+    sys.stderr = _LineLog("stderr", sys.__stderr__)

@@ -595,7 +595,7 @@ impl Master {
                     worker.pid = pid,
                     generation,
                     error,
-                    "a respawned worker could not load the app: {error}"
+                    "worker {id} of generation {generation} could not load the app: {error}"
                 );
             }
         }
@@ -877,7 +877,10 @@ impl Master {
             grace_option(worker),
             grace.as_secs_f64()
         );
-        worker.send(&ToWorker::Expired);
+        worker.send(&ToWorker::Expired {
+            option: grace_option(worker).to_owned(),
+            grace_s: grace.as_secs_f64(),
+        });
     }
 
     fn retire(&mut self, pid: u32, mode: RetireMode) {

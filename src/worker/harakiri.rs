@@ -126,7 +126,7 @@ fn log_harakiri(case: &Case, stack: &str) {
     let context = context();
     let limit = context.config.harakiri.map_or(0, |d| d.as_secs());
     let what = match case.place {
-        Place::Queued => "waited for a free thread longer than",
+        Place::Queued => "waited to be taken up (every thread busy, or the GIL held) longer than",
         Place::Finished => "ended just as it passed",
         Place::Running { .. } => "ran longer than",
     };

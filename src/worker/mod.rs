@@ -256,6 +256,10 @@ fn start_app(context: &WorkerContext) -> Result<PythonSide, interpreter::LoadErr
             interpreter::register_gevent(py, &mut side)
                 .map_err(|error| fail(format!("cannot start gevent mode: {error}")))?;
         }
+        if config.log_json {
+            interpreter::call_worker(py, &side, "log_printed_lines")
+                .map_err(|error| fail(format!("cannot log what the app prints: {error}")))?;
+        }
         let app = interpreter::load_app(py, &side, config)?;
         let file_wrapper = side
             .worker
@@ -294,8 +298,8 @@ fn follow_master(reader: UnixStream) {
                     }
                 }
             }
-            Ok(ToWorker::Expired) => {
-                write_diagnostic(context);
+            Ok(ToWorker::Expired { option, grace_s }) => {
+                write_diagnostic(context, &option, grace_s);
                 context.send_master(&ToMaster::Diagnosed);
             }
             Err(error) => error!(%error, "bad message from the master: {line:?}"),
@@ -323,7 +327,11 @@ fn enforce_own_mercy(context: &'static Arc<WorkerContext>) {
             exit_orphaned();
         })
         .expect("the grace thread starts");
-    write_diagnostic(context);
+    write_diagnostic(
+        context,
+        "--worker-reload-mercy",
+        context.config.reload_mercy.as_secs_f64(),
+    );
     exit_orphaned()
 }
 
@@ -339,9 +347,9 @@ fn exit_orphaned() -> ! {
     unsafe { libc::_exit(EXIT_MERCY_EXPIRED) }
 }
 
-/// The mercy deadline passed: say which step the worker is in, what is
-/// unfinished, and where every thread is.
-fn write_diagnostic(context: &WorkerContext) {
+/// The grace given by `option` (`grace_s` seconds) passed: say which step
+/// the worker is in, what is unfinished, and where every thread is.
+fn write_diagnostic(context: &WorkerContext, option: &str, grace_s: f64) {
     let step = context.step();
     let requests = context.describe_in_flight();
     let threads = Python::attach(|py| {
@@ -361,10 +369,9 @@ fn write_diagnostic(context: &WorkerContext) {
         step = step.describe(),
         requests = %requests,
         threads = %threads,
-        "worker {} did not finish retiring within --worker-reload-mercy ({}s); \
+        "worker {} did not finish retiring within {option} ({grace_s}s); \
          it is in step {}{}{}",
         context.spec.id,
-        context.config.reload_mercy.as_secs(),
         step.describe(),
         crate::logging::inline(&format!("unfinished requests:\n{requests}")),
         crate::logging::inline(&format!("live threads:\n{threads}")),

@@ -25,6 +25,7 @@ pub fn native_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     module.add_function(wrap_pyfunction!(request_reload, &module)?)?;
     module.add_function(wrap_pyfunction!(serve, &module)?)?;
     module.add_function(wrap_pyfunction!(log_exception, &module)?)?;
+    module.add_function(wrap_pyfunction!(log_output, &module)?)?;
     module.add_function(wrap_pyfunction!(mode, &module)?)?;
     module.add_function(wrap_pyfunction!(core_request, &module)?)?;
     module.add_function(wrap_pyfunction!(numproc, &module)?)?;
@@ -396,6 +397,18 @@ impl Errors {
 }
 
 fn log_app_text(text: &str) {
+    log_app_line(text, "wsgi.errors");
+}
+
+/// One line the app printed to `sys.stdout` or `sys.stderr`, which are
+/// line writers under `--log-json` (python/mercy/_worker.py).
+#[pyfunction]
+fn log_output(text: &str, stream: &str) {
+    log_app_line(text, stream);
+}
+
+/// An `app_log` event; `stream` says where the app wrote the text.
+fn log_app_line(text: &str, stream: &str) {
     let text = text.trim_end_matches(['\r', '\n']);
     if text.is_empty() {
         return;
@@ -406,6 +419,7 @@ fn log_app_text(text: &str) {
         worker.id = context.spec.id,
         worker.pid = std::process::id(),
         generation = context.spec.generation,
+        stream,
         "{text}"
     );
 }
