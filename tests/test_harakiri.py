@@ -150,6 +150,8 @@ def check_replaced_then_killed(server, stuck_pid: int) -> int:
     assert "stuck past --harakiri" in str(recycling["reason"]), recycling
     [killed] = server.wait_event("killed", worker_pid=stuck_pid)
     assert "--harakiri-graceful-timeout" in str(killed["reason"]), killed
+    for expired in server.events("mercy_expired", worker_pid=stuck_pid):
+        assert "--harakiri-graceful-timeout" in expired["message"], expired
     ready = server.wait_event("ready", count=2)
     new_pid = int(ready[-1]["worker.pid"])
     assert new_pid != stuck_pid
