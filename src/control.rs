@@ -26,6 +26,17 @@ impl WorkerSpec {
     pub fn control_fd(&self) -> i32 {
         FIRST_INHERITED_FD + self.listeners.len() as i32
     }
+
+    /// Marks the inherited descriptors close-on-exec (they came without,
+    /// to survive the worker's own exec), so that the programs an app
+    /// starts hold neither a listening socket nor the control channel.
+    pub fn close_inherited_on_exec(&self) {
+        for fd in FIRST_INHERITED_FD..=self.control_fd() {
+            // SAFETY: F_SETFD only changes the flags of a descriptor the
+            // master placed here; on a closed one it fails harmlessly.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
 }
 
 /// How a worker should retire.

@@ -34,7 +34,7 @@ pub fn init(json: bool) {
     let filter = EnvFilter::try_from_env(FILTER_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     JSON.store(json, Ordering::Relaxed);
     if json {
         builder
@@ -54,6 +54,23 @@ pub fn init(json: bool) {
         })
         .delimited(" ");
         builder.with_ansi(false).fmt_fields(fields).init();
+    }
+}
+
+/// Standard error that drops a line it cannot write. A log whose reader
+/// went away (a closed pipe, a full disk) must not stop the server: the
+/// line is lost, the requests are not.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 

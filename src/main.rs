@@ -1,6 +1,7 @@
 //! The `mercy` binary: read options, set up logging, run the master or a
 //! worker, and map the outcome to an exit status.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use mercy::config;
@@ -65,7 +66,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if options.options_table {
-        print!("{}", config::options_table());
+        // A reader that stops early (`| head`) is not an error.
+        let _ = std::io::stdout().write_all(config::options_table().as_bytes());
         return ExitCode::SUCCESS;
     }
 
@@ -193,9 +195,10 @@ fn report_unreachable_limits(config: &config::Config) {
 }
 
 fn print_version() {
-    println!("mercy {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "Python {} ({}, library {})",
+    let _ = writeln!(
+        std::io::stdout(),
+        "mercy {}\nPython {} ({}, library {})",
+        env!("CARGO_PKG_VERSION"),
         config::EMBEDDED_PYTHON_VERSION,
         config::EMBEDDED_PYTHON_EXECUTABLE,
         config::EMBEDDED_PYTHON_LIBRARY

@@ -180,7 +180,7 @@ class Mercy:
     """One running mercy instance and its log."""
 
     def __init__(self, workdir: Path, args: list, env: dict | None = None,
-                 http: bool = True, virtualenv: bool = True):
+                 http: bool = True, virtualenv: bool = True, prefix: tuple = ()):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "mercy.log"
@@ -192,7 +192,7 @@ class Mercy:
         self._read_offset = 0
         self._partial = b""
 
-        command = [str(mercy_bin())]
+        command = [*prefix, str(mercy_bin())]
         if http:
             command += ["--http", f"127.0.0.1:{self.port}"]
         command += self.args
@@ -444,13 +444,15 @@ class Mercy:
 @pytest.fixture
 def mercy(tmp_path):
     """Starts mercy instances: mercy(*args, ready=None, env=None, http=True,
-    virtualenv=True). All are stopped, with their process groups killed,
+    virtualenv=True, prefix=()), where `prefix` is a command that execs
+    mercy (e.g. prlimit). All are stopped, with their process groups killed,
     when the test ends; the log tail is printed (shown if the test failed)."""
     instances: list[Mercy] = []
 
-    def start(*args, ready=None, env=None, http=True, virtualenv=True):
+    def start(*args, ready=None, env=None, http=True, virtualenv=True, prefix=()):
         workdir = tmp_path / f"mercy-{len(instances)}"
-        instance = Mercy(workdir, list(args), env=env, http=http, virtualenv=virtualenv)
+        instance = Mercy(workdir, list(args), env=env, http=http, virtualenv=virtualenv,
+                         prefix=prefix)
         instances.append(instance)
         return instance.start(ready=ready)
 

@@ -2,16 +2,18 @@
 
 import http.client
 import json
+import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 
 import pytest
 
-from conftest import (APPS, POLL_INTERVAL, REQUEST_TIMEOUT, pid_running, wait_for_file,
-                      wait_until)
+from conftest import (APPS, EXIT_TIMEOUT, POLL_INTERVAL, REPO, REQUEST_TIMEOUT, Mercy,
+                      pid_running, wait_for_file, wait_until)
 
 RELOADS = 5
 BASIC_APP = APPS / "basic.py"
@@ -286,6 +288,29 @@ def test_shutdown_hooks_run_once_and_tracked_work_finishes(mercy, tmp_path, rout
     for task in tasks:
         assert lines.index(f"task-done {task} {task_pid}") < lines.index(f"shutdown {task_pid}")
         assert (output / f"{task}-task.txt").read_text().splitlines() == expected_task_file
+    server.assert_no_events("mercy_expired", "killed")
+
+
+def test_a_thread_started_in_a_request_is_waited_for_as_python_would(mercy, tmp_path):
+    """A `threading.Thread` an app starts while serving a request is not a
+    daemon (as under any Python server whose request threads are not
+    daemons), so retirement step 5 waits for it: its task file is complete
+    and it ended before the worker exited."""
+    output = tmp_path / "output"
+    output.mkdir()
+    release = tmp_path / "release"
+    server = mercy("--wsgi-file", HOOKS_APP, env={"MERCY_TEST_DIR": str(output)})
+
+    started = server.get(f"/thread?seconds=1&release={release}").json()
+    assert started["daemon"] is False
+    server.send_signal(signal.SIGTERM)
+    server.wait_event("retiring", worker_pid=started["pid"])
+    release.touch()
+    assert server.wait_exit() == 0
+
+    lines = (output / "events.log").read_text().splitlines()
+    assert f"task-done thread {started['pid']}" in lines
+    assert (output / "thread-task.txt").read_text().splitlines()[-1] == f"done {started['pid']}"
     server.assert_no_events("mercy_expired", "killed")
 
 
@@ -669,3 +694,55 @@ def test_printed_lines_are_log_events_under_log_json(mercy):
     ]
     for line in server.text().splitlines():
         json.loads(line)
+
+
+def test_programs_the_app_starts_inherit_no_listening_socket(mercy):
+    """A shell started with close_fds=False inherits every descriptor the
+    worker did not mark close-on-exec: neither the listening sockets nor
+    the control channel are among them, so a child outliving its worker
+    cannot keep the port or the master's channel open."""
+    server = mercy("--wsgi-file", BASIC_APP)
+
+    fds = server.get("/child-fds").json()["fds"]
+
+    assert {fd: target for fd, target in fds.items() if target.startswith("socket:")} == {}
+
+
+def test_a_low_open_file_limit_still_starts_workers(mercy):
+    """Under `ulimit -n 256` the master still hands each worker its
+    sockets, and the workers serve."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "2",
+                   prefix=("prlimit", "--nofile=256:256", "--"))
+
+    assert server.get("/pid").status == 200
+    assert server.events("start_failed") == []
+
+
+def test_a_log_reader_that_goes_away_stops_no_request(tmp_path):
+    """mercy logs to a pipe whose reader closes it: the lines are lost, but
+    the master and workers keep serving and stop cleanly (status 0)."""
+    server = Mercy(tmp_path / "mercy", ["--wsgi-file", BASIC_APP, "--processes", "2"])
+    proc = subprocess.Popen(server.command, cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        ready = 0
+        for line in proc.stdout:
+            ready += json.loads(line).get("event") == "ready"
+            if ready == 2:
+                break
+        proc.stdout.close()
+
+        for _ in range(20):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port,
+                                                    timeout=REQUEST_TIMEOUT)
+            connection.request("GET", "/pid")
+            assert connection.getresponse().status == 200
+            connection.close()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=EXIT_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -108,7 +108,7 @@ def _start_tracked(fn, args, kwargs, group):
             with _tracked_lock:
                 _tracked.discard(thread)
 
-    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=False)
     with _tracked_lock:
         _tracked.add(thread)
     thread.start()

@@ -81,7 +81,11 @@ def start_request_threads(count):
             target=_mercy.serve,
             args=(index,),
             name="mercy-request-%d" % (index + 1),
-            daemon=True,
+            # Not daemons, so that the threads an app starts while serving
+            # are not daemons either (a thread inherits the flag of the one
+            # that creates it), as under a plain Python program; the request
+            # threads themselves are joined in retirement step 2.
+            daemon=False,
         )
         thread.start()
         threads.append(thread)

@@ -960,6 +960,17 @@ impl Master {
         };
         let spawned = match spawn::spawn_worker(&spec, &self.listeners) {
             Ok(spawned) => spawned,
+            Err(error) if self.phase == Phase::Starting => {
+                error!(
+                    event = "start_failed",
+                    worker.id = id,
+                    generation,
+                    %error,
+                    "could not start worker process {id} at start: {error}"
+                );
+                self.outcome_after_kill_all(Outcome::AppLoadFailed);
+                return;
+            }
             Err(error) => {
                 error!(worker.id = id, generation, %error, "could not start a worker process");
                 self.respawns

@@ -52,7 +52,9 @@ pub fn spawn_worker(spec: &WorkerSpec, listeners: &[OwnedFd]) -> std::io::Result
 /// The sources are first copied above the target range so that placing one
 /// never overwrites another that is still to be placed.
 fn place_inherited_fds(sources: &[RawFd]) -> std::io::Result<()> {
-    const SCRATCH_FLOOR: RawFd = 1000;
+    // Just above the targets: a fixed high floor would fail under a low
+    // `ulimit -n`, since F_DUPFD refuses a floor at or above the limit.
+    let scratch_floor = FIRST_INHERITED_FD + sources.len() as RawFd;
     let mut scratch = [0 as RawFd; 64];
     if sources.len() > scratch.len() {
         return Err(std::io::Error::other(
@@ -61,7 +63,7 @@ fn place_inherited_fds(sources: &[RawFd]) -> std::io::Result<()> {
     }
     for (slot, &source) in scratch.iter_mut().zip(sources) {
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor the parent keeps open.
-        *slot = check(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, SCRATCH_FLOOR) })?;
+        *slot = check(unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, scratch_floor) })?;
     }
     for (index, &copy) in scratch[..sources.len()].iter().enumerate() {
         let target = FIRST_INHERITED_FD + index as RawFd;

@@ -36,6 +36,7 @@ const ORPHAN_DIAGNOSTIC_GRACE: std::time::Duration = std::time::Duration::from_s
 /// Runs this process as worker `spec.id`.
 pub fn run(config: Config, spec: WorkerSpec) -> ExitCode {
     ignore_terminal_signals();
+    spec.close_inherited_on_exec();
     // SAFETY: the master placed the worker's end of the control channel on
     // this descriptor before exec; nothing else owns it.
     let control = unsafe { UnixStream::from_raw_fd(spec.control_fd()) };

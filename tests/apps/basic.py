@@ -15,6 +15,9 @@ Routes:
     /terminate-child  starts `sleep 60`, calls Popen.terminate() and waits
                       (at most 10 s); JSON: "returncode" (None if the child
                       ignored SIGTERM, then it is killed)
+    /child-fds        runs a shell that inherits every descriptor not marked
+                      close-on-exec; JSON: "fds", its descriptors from 3 on
+                      with what each points at
 """
 
 import json
@@ -65,6 +68,19 @@ def _terminate_child():
     return {"returncode": returncode}
 
 
+def _child_fds():
+    listing = subprocess.run(
+        ["sh", "-c", 'for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done'],
+        close_fds=False, capture_output=True, text=True, check=True,
+    ).stdout
+    fds = {}
+    for line in listing.splitlines():
+        number, _, target = line.partition(" ")
+        if int(number) >= 3:
+            fds[number] = target
+    return {"fds": fds}
+
+
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "")
     query = parse_qs(environ.get("QUERY_STRING", ""))
@@ -86,6 +102,9 @@ def application(environ, start_response):
         environ["wsgi.errors"].write(text + "\n")
         print(text, file=environ["wsgi.errors"])
         return _respond(start_response, "200 OK", b"logged")
+    if path == "/child-fds":
+        body = json.dumps(_child_fds()).encode()
+        return _respond(start_response, "200 OK", body, "application/json")
     if path == "/terminate-child":
         body = json.dumps(_terminate_child()).encode()
         return _respond(start_response, "200 OK", body, "application/json")

@@ -9,6 +9,10 @@
 - GET /group?seconds=N&release=PATH: the same with two tasks of a
   `mercy.TaskGroup` that nobody joins, writing group-a-task.txt and
   group-b-task.txt ("task-done group-a <pid>", ...).
+- GET /thread?seconds=N&release=PATH: the same task in a plain
+  `threading.Thread` started from the request, flags left at their
+  defaults ("task-done thread <pid>"). Answers JSON with this worker's pid
+  and the thread's `daemon` flag.
 - GET /shutting-down: JSON with this worker's pid and
   `mercy.is_shutting_down()`. With marker=PATH, writes the pid to PATH
   first; with wait=1, polls `mercy.is_shutting_down()` until it is true
@@ -18,6 +22,7 @@
 
 import json
 import os
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -86,6 +91,10 @@ def application(environ, start_response):
         group.spawn(slow_task, "group-a", seconds, release)
         group.spawn(slow_task, "group-b", seconds, release)
         return _json(start_response, {"pid": os.getpid(), "spawned": True})
+    if path == "/thread":
+        thread = threading.Thread(target=slow_task, args=("thread", seconds, release))
+        thread.start()
+        return _json(start_response, {"pid": os.getpid(), "daemon": thread.daemon})
     if path == "/shutting-down":
         marker = query.get("marker", [None])[0]
         if marker:
