@@ -178,7 +178,8 @@ def expected_request(value: dict) -> dict:
         if "_" in name:
             continue  # dropped by mercy (valid/040)
         key = environ_key(name)
-        headers[key] = f"{headers[key]},{header_value}" if key in headers else header_value
+        separator = "; " if key == "HTTP_COOKIE" else ", "
+        headers[key] = f"{headers[key]}{separator}{header_value}" if key in headers else header_value
         if name.upper() == "CONNECTION":
             connection += [token.strip().lower() for token in header_value.split(",")]
     minor = value["version"][1]

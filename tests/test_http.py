@@ -851,6 +851,19 @@ def test_absolute_form_target_names_the_host(mercy, tmp_path, mode):
     assert environ["HTTP_HOST"] == "example.com:8080"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_repeated_header_lines_join_cookies_with_a_semicolon(mercy, tmp_path, mode):
+    """A header sent on several lines is one environ string: Cookie lines
+    joined with `; ` (RFC 6265 section 5.4; a comma would merge two cookies
+    into one value), any other field's lines with `, ` (RFC 9110 section
+    5.3), in wire order."""
+    app = serve(mercy, tmp_path, mode)
+    environ = app.exchange(get("/environ", "Cookie: a=1", "X-Tag: one", "cookie: b=2, c",
+                               "X-Tag: two", "Cookie: d=4")).json()
+    assert environ["HTTP_COOKIE"] == "a=1; b=2, c; d=4"
+    assert environ["HTTP_X_TAG"] == "one, two"
+
+
 # --- Expect: 100-continue ---------------------------------------------------------------------
 
 

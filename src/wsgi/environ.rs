@@ -143,7 +143,8 @@ fn from_http<'py>(
         let value = latin1(py, &header.value)?;
         match environ.get_item(&key)? {
             Some(previous) => {
-                let joined = format!("{},{}", previous, value);
+                let separator = repeat_separator(&header.name);
+                let joined = format!("{previous}{separator}{value}");
                 environ.set_item(key, joined)?;
             }
             None => environ.set_item(key, value)?,
@@ -155,6 +156,18 @@ fn from_http<'py>(
         environ.set_item(intern!(py, "HTTP_HOST"), latin1(py, authority)?)?;
     }
     Ok(())
+}
+
+/// What joins the values of a header sent on several lines into one
+/// environ string: `; ` for Cookie (RFC 6265 section 5.4, RFC 9113 section
+/// 8.2.3: cookie pairs are not a comma list), `, ` for any other field
+/// (RFC 9110 section 5.3).
+fn repeat_separator(name: &[u8]) -> &'static str {
+    if name.eq_ignore_ascii_case(b"cookie") {
+        "; "
+    } else {
+        ", "
+    }
 }
 
 /// The uwsgi packet's variables are environ entries; uWSGI's `UWSGI_*`
@@ -272,12 +285,20 @@ fn environ_key(name: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::environ_key;
+    use super::{environ_key, repeat_separator};
 
     #[test]
     fn header_names_become_environ_keys() {
         assert_eq!(environ_key(b"Content-Type"), "CONTENT_TYPE");
         assert_eq!(environ_key(b"content-length"), "CONTENT_LENGTH");
         assert_eq!(environ_key(b"X-Forwarded-For"), "HTTP_X_FORWARDED_FOR");
+    }
+
+    #[test]
+    fn cookie_lines_join_with_a_semicolon_others_with_a_comma() {
+        assert_eq!(repeat_separator(b"Cookie"), "; ");
+        assert_eq!(repeat_separator(b"cOOKIE"), "; ");
+        assert_eq!(repeat_separator(b"Set-Cookie"), ", ");
+        assert_eq!(repeat_separator(b"Accept"), ", ");
     }
 }
