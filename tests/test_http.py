@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, REQUEST_TIMEOUT, wait_until
+from conftest import APPS, EVENT_TIMEOUT, REQUEST_TIMEOUT, wait_until
 
 # --- raw HTTP helpers (also used by test_corpus.py) ------------------------------
 
@@ -935,6 +935,58 @@ def test_head_sends_no_body_bytes_and_keeps_the_apps_content_length(mercy, tmp_p
         first = wire.read_response(head_request=True)
         assert first.status == 200 and b"generated" not in first.raw
         assert wire.read_response().body == b"hello"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_head_carries_the_framing_the_get_would_have(mercy, tmp_path, mode):
+    """RFC 9110 section 9.3.2: HEAD gets the header fields GET would, its
+    framing included, and no body bytes even though the app returns a body:
+    a whole body without Content-Length gets its length, a streamed one
+    `Transfer-Encoding: chunked` (HTTP/1.1) or nothing (HTTP/1.0, where GET
+    would be delimited by the close, but HEAD needs no close). Each
+    connection goes on with the request pipelined behind."""
+    app = serve(mercy, tmp_path, mode)
+    hello = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+    cases = [
+        (b"HEAD /unsized HTTP/1.1\r\nHost: t\r\n\r\n" + get("/hello"),
+         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"),
+        (b"HEAD /generator HTTP/1.1\r\nHost: t\r\n\r\n" + get("/hello"),
+         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n"),
+        (b"HEAD /generator HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + get("/hello"),
+         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n\r\n"),
+    ]
+    for request, head in cases:
+        with app.wire() as wire:
+            wire.send(request)
+            assert wire.read_response(head_request=True).raw == head
+            assert wire.read_response().raw == hello
+
+    # The GETs these HEADs stand for, framed as promised.
+    assert app.exchange(get("/unsized")).raw == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
+        b"unsized body")
+    assert app.exchange(get("/generator")).header("transfer-encoding") == "chunked"
+    heads = [r for r in app.server.events("request") if r["method"] == "HEAD"]
+    assert [(r["path"], r["size"]) for r in heads] == [
+        ("/unsized", 0), ("/generator", 0), ("/generator", 0)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_request_log_duration_is_milliseconds_to_the_microsecond(mercy, tmp_path, mode):
+    """Each request log line has duration_ms as a JSON number (not a
+    string) with at most three decimals: microseconds, without the float
+    noise of a product like 0.31653200000000004."""
+    app = serve(mercy, tmp_path, mode)
+    for _ in range(20):
+        assert app.exchange(get("/hello")).status == 200
+    records = wait_until(lambda: len(app.server.events("request", path="/hello")) == 20,
+                         EVENT_TIMEOUT, "20 request log lines")
+    records = app.server.events("request", path="/hello")
+    for record in records:
+        duration = record["duration_ms"]
+        assert isinstance(duration, (int, float)) and not isinstance(duration, bool), record
+        assert duration >= 0 and round(duration, 3) == duration, record
 
 
 # --- unread bodies ----------------------------------------------------------------------------

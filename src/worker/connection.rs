@@ -552,7 +552,8 @@ where
         Ok(done) => (done.status, done.body_bytes, done.keep_alive),
         Err(_) => (0, 0, false),
     };
-    context.record_request(sent, started.elapsed());
+    let elapsed = started.elapsed();
+    context.record_request(sent, elapsed);
     context.check_max_requests();
     if let Some(path) = path {
         info!(
@@ -561,7 +562,7 @@ where
             path = %path,
             status,
             size = sent,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = log_milliseconds(elapsed),
             worker.id = context.spec.id,
             "{method} {path} {status} {sent}"
         );
@@ -576,6 +577,14 @@ where
             .await;
     }
     Ok(keep_alive)
+}
+
+/// A duration in milliseconds with microsecond precision, for the request
+/// log: `0.317`, never the float noise of `0.31653200000000004`. A whole
+/// number of microseconds divided by 1000 prints as its shortest decimal.
+fn log_milliseconds(elapsed: Duration) -> f64 {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    micros as f64 / 1000.0
 }
 
 /// How much of a request body is read before the app is called.
@@ -806,15 +815,21 @@ fn encode_head(
     whole_length: Option<u64>,
     keep_alive: &mut bool,
 ) -> Framing {
-    let bodiless =
-        exchange.method_is_head || head.status < 200 || head.status == 204 || head.status == 304;
+    // HEAD gets the framing headers the same GET would (RFC 9110 section
+    // 9.3.2), and no body bytes: its framing becomes None once they are out.
+    let head_method = exchange.method_is_head;
+    let no_content = head.status < 200 || head.status == 204 || head.status == 304;
     let mut framing = match (head.content_length, whole_length) {
-        _ if bodiless => Framing::None,
+        _ if no_content => Framing::None,
         (Some(length), _) => Framing::Length { remaining: length },
+        // An app that sends nothing for HEAD leaves the GET's length unknown.
+        (None, Some(0)) if head_method => Framing::None,
         (None, Some(length)) => Framing::Length { remaining: length },
         (None, None) if exchange.minor_version >= 1 && !exchange.close_delimited => {
             Framing::Chunked
         }
+        // Nothing follows a HEAD response, so its end needs no close.
+        (None, None) if head_method => Framing::None,
         (None, None) => Framing::Close,
     };
     if framing == Framing::Close {
@@ -843,8 +858,7 @@ fn encode_head(
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         _ => {}
     }
-    if exchange.method_is_head {
-        // HEAD keeps the app's Content-Length but sends no body bytes.
+    if head_method {
         framing = Framing::None;
     }
     if !*keep_alive {
@@ -1147,5 +1161,26 @@ where
             "the client sent no body bytes for {}s (--socket-timeout)",
             timeout.as_secs()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_milliseconds_keep_three_decimals() {
+        let cases = [
+            (316_532, "0.316"),
+            (1_234_567, "1.234"),
+            (0, "0"),
+            (999, "0"),
+        ];
+        for (nanos, printed) in cases {
+            let value = log_milliseconds(Duration::from_nanos(nanos));
+            assert_eq!(value.to_string(), printed, "for {nanos} ns");
+        }
+        let long = log_milliseconds(Duration::from_secs(86_400) + Duration::from_micros(7));
+        assert_eq!(long.to_string(), "86400000.007");
     }
 }

@@ -31,6 +31,7 @@ Routes (PATH_INFO; parameters in the query string):
     /bad-header       start_response with an invalid header; kind=nonlatin|
                       crlf|lf|name|nul|status
     /generator        a generator body without Content-Length
+    /unsized          a one-item list b"unsized body" without Content-Length
     /app-close        answers with `Connection: close`
     /environ...       the request's environ strings as JSON (any path below)
 """
@@ -279,6 +280,11 @@ def generator_route(environ, start_response):
     return (chunk for chunk in [b"gen", b"erated"])
 
 
+def unsized_route(start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"unsized body"]
+
+
 def environ_route(environ, start_response):
     strings = {key: value for key, value in environ.items() if isinstance(value, str)}
     return as_json(start_response, strings)
@@ -328,6 +334,8 @@ def application(environ, start_response):
         return bad_header_route(environ, start_response, query)
     if path == "/generator":
         return generator_route(environ, start_response)
+    if path == "/unsized":
+        return unsized_route(start_response)
     if path == "/app-close":
         return plain(start_response, b"bye", extra=[("Connection", "close")])
     if path.startswith("/environ"):
