@@ -856,6 +856,55 @@ def test_uwsgi_processes_environment_variable(mercy):
         assert info["multithread"] is True
 
 
+@pytest.mark.parametrize("variable", ["UWSGI_INI", "MERCY_INI"])
+def test_ini_file_from_the_environment(mercy, tmp_path, variable):
+    """UWSGI_INI=path (or MERCY_INI) reads that ini file, as uWSGI does. The
+    command line overrides it (`--processes 3` wins over `processes = 2`);
+    the file is read after the other variables, so its `threads = 4` wins
+    over UWSGI_THREADS=2, and uwsgi.opt shows both in that order."""
+    ini = tmp_path / "from-env.ini"
+    ini.write_text("[uwsgi]\n"
+                   f"wsgi-file = {API_APP}\n"
+                   "processes = 2\n"
+                   "threads = 4\n"
+                   "env = GREETING=from the environment's ini\n")
+    server = mercy("--processes", "3",
+                   env={variable: str(ini), "UWSGI_THREADS": "2"}, ready=3)
+    assert sorted(server.worker_pids()) == [1, 2, 3]
+    seen = info_until_workers(server, 3)
+    for info in seen.values():
+        assert info["numproc"] == 3
+        assert info["greeting"] == "from the environment's ini"
+        assert info["multithread"] is True
+    assert server.get("/info").json()["opt"]["threads"] == {"list": [{"bytes": "2"},
+                                                                    {"bytes": "4"}]}
+
+
+def test_command_line_overrides_the_environment(mercy):
+    """UWSGI_PROCESSES=3 with --processes 1 on the command line: one worker,
+    as in uWSGI, where the command line is read after the environment."""
+    server = mercy("--wsgi-file", API_APP, "--processes", "1",
+                   env={"UWSGI_PROCESSES": "3"}, ready=1)
+    assert server.get("/info").json()["numproc"] == 1
+    assert sorted(server.worker_pids()) == [1]
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("UWSGI_PROCESSES", "four"),
+    ("MERCY_HARAKIRI", "-5"),
+    ("UWSGI_LISTEN", "lots"),
+])
+def test_bad_environment_value_names_the_variable(mercy, variable, value):
+    """A value the option cannot take, set by an environment variable, stops
+    mercy at start (exit status 1) with a message naming the variable and
+    its value; no worker starts."""
+    server = mercy("--wsgi-file", API_APP, env={variable: value}, ready=0)
+    assert server.wait_exit() == 1
+    assert f"configuration error: environment variable {variable}={value}: " in server.text(), \
+        server.tail()
+    server.assert_no_events("spawned")
+
+
 def test_reload_reads_the_edited_ini(mercy, tmp_path):
     """SIGHUP after editing the ini file (the env value the app reports, and
     the number of processes): the new generation serves the new value."""

@@ -418,6 +418,12 @@ pub enum ConfigError {
     },
     #[error("--strict: environment variable {variable} names no uWSGI or mercy option")]
     StrictEnvironment { variable: String },
+    #[error("environment variable {variable}={value}: {reason}")]
+    Environment {
+        variable: String,
+        value: String,
+        reason: String,
+    },
     #[error("--env expects KEY=VALUE, got {0:?}")]
     BadEnv(String),
     #[error("virtualenv {path}: {reason}")]

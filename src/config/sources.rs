@@ -109,7 +109,15 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
 
     let environment = environment_options(&known);
     let mut strict = first.strict || environment.sets_strict();
-    let mut pairs = environment.options;
+    let mut pairs = Vec::new();
+    let mut environment_files = Vec::new();
+    for option in environment.options {
+        known.check_environment_value(&option)?;
+        if option.name == "ini" {
+            environment_files.push(split_section(&option.value));
+        }
+        pairs.push((option.name, Some(option.value)));
+    }
     let mut seen = pairs.clone();
     for (variable, name, value) in environment.placeholders {
         if strict {
@@ -119,10 +127,11 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
         placeholders.insert(name.clone(), value);
         notices.push(Notice::EnvironmentPlaceholder { variable, name });
     }
-    let files = first
-        .config_files
-        .iter()
-        .map(|path| (path.clone(), None))
+    // As uWSGI reads `UWSGI_INI` with the environment, before the command
+    // line, its files come first and the command line's override them.
+    let files = environment_files
+        .into_iter()
+        .chain(first.config_files.iter().map(|path| (path.clone(), None)))
         .chain(first.ini.iter().map(|spec| split_section(spec)));
     for (path, section) in files {
         let mut reader = IniReader {
@@ -164,6 +173,13 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
     Ok(Loaded { options, notices })
 }
 
+/// The first line of a clap error, without its `error: ` prefix.
+fn clap_reason(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
 /// Notes a uWSGI option mercy has no option for, once per name.
 fn note(notices: &mut Vec<Notice>, name: &str) {
     let notice = match compat::treatment(name) {
@@ -200,8 +216,9 @@ fn push_argument(
     value: Option<String>,
 ) {
     if known.takes_value(name) {
-        arguments.push(format!("--{name}"));
-        arguments.push(value.unwrap_or_default());
+        // One argument, so that a value starting with `-` stays a value.
+        let value = value.unwrap_or_default();
+        arguments.push(format!("--{name}={value}"));
     } else if value.as_deref().is_none_or(is_true) {
         arguments.push(format!("--{name}"));
     }
@@ -216,10 +233,17 @@ fn is_true(value: &str) -> bool {
     )
 }
 
+/// An option set by an environment variable (`UWSGI_PROCESSES=4`).
+struct EnvironmentOption {
+    variable: String,
+    name: String,
+    value: String,
+}
+
 /// The options found in the environment.
 struct EnvironmentOptions {
-    /// `(option, value)` for names mercy or uWSGI know, sorted.
-    options: Vec<(String, Option<String>)>,
+    /// Options mercy or uWSGI know, sorted by variable.
+    options: Vec<EnvironmentOption>,
     /// `(variable, placeholder, value)` for `UWSGI_*` names that are no
     /// option.
     placeholders: Vec<(String, String, String)>,
@@ -229,7 +253,7 @@ impl EnvironmentOptions {
     fn sets_strict(&self) -> bool {
         self.options
             .iter()
-            .any(|(name, value)| name == "strict" && value.as_deref().is_none_or(is_true))
+            .any(|option| option.name == "strict" && is_true(&option.value))
     }
 }
 
@@ -254,7 +278,11 @@ fn environment_options(known: &KnownOptions) -> EnvironmentOptions {
         };
         let name = rest.to_ascii_lowercase().replace('_', "-");
         if known.is_own(&name) || compat::treatment(&name).is_some() {
-            found.options.push((name, Some(value)));
+            found.options.push(EnvironmentOption {
+                variable: key,
+                name,
+                value,
+            });
         } else if uwsgi && !name.is_empty() {
             found.placeholders.push((key, name, value));
         }
@@ -508,6 +536,33 @@ impl KnownOptions {
 
     fn is_own(&self, name: &str) -> bool {
         self.find(name).is_some()
+    }
+
+    /// Parses one option's value as the command line would, so that a bad
+    /// value is reported where it was written; the reason on error.
+    fn check_value(&self, name: &str, value: &str) -> Result<(), String> {
+        if !self.takes_value(name) {
+            return Ok(());
+        }
+        let arguments = ["mercy".to_owned(), format!("--{name}={value}")];
+        match self.command.clone().try_get_matches_from(arguments) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(clap_reason(&error)),
+        }
+    }
+
+    /// Refuses an environment variable whose value the option cannot take,
+    /// naming the variable.
+    fn check_environment_value(&self, option: &EnvironmentOption) -> Result<(), ConfigError> {
+        if !self.is_own(&option.name) {
+            return Ok(());
+        }
+        self.check_value(&option.name, &option.value)
+            .map_err(|reason| ConfigError::Environment {
+                variable: option.variable.clone(),
+                value: option.value.clone(),
+                reason,
+            })
     }
 
     fn takes_value(&self, name: &str) -> bool {
