@@ -46,6 +46,14 @@ fn main() -> ExitCode {
     restart_with_allocator_option();
     let loaded = match config::load(std::env::args().collect()) {
         Ok(loaded) => loaded,
+        Err(config::LoadError::Usage(error)) if config::is_bad_value(&error) => {
+            // A value out of its range is a configuration error, logged as
+            // the log format asked for.
+            logging::init(config::log_json_requested());
+            let reason = config::clap_reason(&error);
+            tracing::error!(event = "config_error", "configuration error: {reason}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(config::LoadError::Usage(error)) => {
             let _ = error.print();
             return if error.use_stderr() {

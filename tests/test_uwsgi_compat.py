@@ -905,6 +905,41 @@ def test_bad_environment_value_names_the_variable(mercy, variable, value):
     server.assert_no_events("spawned")
 
 
+@pytest.mark.parametrize("source, option, value, allowed", [
+    ("args", "--processes", "99999999999", "between 1 and 4096"),
+    ("args", "--harakiri", "1e20", "between 0 and 31536000 seconds"),
+    ("args", "--max-worker-lifetime", "18446744073709551616", "between 0 and 31536000 seconds"),
+    ("args", "--reload-on-rss", "17592186044416", "between 0 and 16777216 MB"),
+    ("env", "--worker-reload-mercy", "99999999999999999999", "between 1 and 31536000 seconds"),
+    ("ini", "--max-requests", "18446744073709551615", "between 0 and 1099511627776"),
+])
+def test_numbers_too_large_are_refused_with_their_range(mercy, tmp_path, source, option,
+                                                       value, allowed):
+    """A number too large for its option (or for any integer), from the
+    command line, a UWSGI_* variable or an ini file, stops mercy at start
+    with exit status 1 and a config_error naming the option, its allowed
+    range and the value; no worker starts, nothing wraps or panics."""
+    name = option[2:]
+    args, env = ["--wsgi-file", API_APP], None
+    if source == "args":
+        args += [option, value]
+    elif source == "env":
+        env = {"UWSGI_" + name.upper().replace("-", "_"): value}
+    else:
+        ini = tmp_path / "large.ini"
+        ini.write_text(f"[uwsgi]\n{name} = {value}\n")
+        args.append(ini)
+    server = mercy(*args, env=env, ready=0)
+    assert server.wait_exit() == 1
+    text = server.text()
+    assert f"{option} must be a whole number {allowed}" in text, server.tail()
+    assert value in text and "panicked" not in text, server.tail()
+    if source == "args":
+        [error] = server.events("config_error")
+        assert error["message"].startswith(f"configuration error: {option} must be"), error
+    server.assert_no_events("spawned")
+
+
 def test_reload_reads_the_edited_ini(mercy, tmp_path):
     """SIGHUP after editing the ini file (the env value the app reports, and
     the number of processes): the new generation serves the new value."""

@@ -173,8 +173,28 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
     Ok(Loaded { options, notices })
 }
 
+/// Whether a clap error is about an option's value (one out of its range,
+/// or not a number), rather than the command line's shape.
+pub fn is_bad_value(error: &clap::Error) -> bool {
+    use clap::error::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    )
+}
+
+/// Whether `--log-json` was given in any source read so far, for an error
+/// found before the options are whole.
+pub fn log_json_requested() -> bool {
+    let in_command_line = std::env::args().any(|arg| arg == "--log-json");
+    let seen = seen_options()
+        .iter()
+        .any(|(name, value)| name == "log-json" && value.as_deref().is_none_or(is_true));
+    in_command_line || seen
+}
+
 /// The first line of a clap error, without its `error: ` prefix.
-fn clap_reason(error: &clap::Error) -> String {
+pub fn clap_reason(error: &clap::Error) -> String {
     let text = error.to_string();
     let line = text.lines().next().unwrap_or_default();
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
