@@ -940,6 +940,30 @@ def test_numbers_too_large_are_refused_with_their_range(mercy, tmp_path, source,
     server.assert_no_events("spawned")
 
 
+@pytest.mark.parametrize("text, args, expected", [
+    ("[uwsgi]\n; workers\nmaster = true\n\nprocesses = many\n", [],
+     "line 5: processes = many: --processes must be a whole number between 1 and 4096, "
+     "got \"many\""),
+    ("[uwsgi]\nthreads = 2\n[mercy]\nthreads = 3\nthreads = 1e9\n", [],
+     "line 5: threads = 1e9: --threads must be a whole number between 1 and 4096"),
+    ("[uwsgi]\nmaster = true\nmy-setting = 1\n", ["--strict"],
+     "line 3: unknown option \"my-setting\""),
+    ("[uwsgi]\nset-ph = no-equals-sign\n", [],
+     "line 2: set-ph = no-equals-sign: a placeholder is NAME=VALUE"),
+    ("[uwsgi]\nmaster = true\n[broken\n", [], "line 3: [broken: a section header ends with ]"),
+], ids=["not-a-number", "out-of-range", "strict-unknown-key", "placeholder", "syntax"])
+def test_ini_errors_name_the_file_and_line(mercy, tmp_path, text, args, expected):
+    """A bad value, an unknown key under --strict, a placeholder without
+    `=` or a syntax error in an ini file stops mercy at start (exit status
+    1) with a message naming the file and the line."""
+    ini = tmp_path / "site.ini"
+    ini.write_text(text)
+    server = mercy("--wsgi-file", API_APP, ini, *args, ready=0)
+    assert server.wait_exit() == 1
+    assert f"configuration error: ini file {ini}, {expected}" in server.text(), server.tail()
+    server.assert_no_events("spawned")
+
+
 def test_reload_reads_the_edited_ini(mercy, tmp_path):
     """SIGHUP after editing the ini file (the env value the app reports, and
     the number of processes): the new generation serves the new value."""

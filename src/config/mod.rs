@@ -436,8 +436,12 @@ pub enum ConfigError {
     BadAddress { address: String, reason: String },
     #[error("a placeholder is NAME=VALUE, got {0:?}")]
     BadPlaceholder(String),
-    #[error("ini file {path}: {reason}")]
-    Ini { path: PathBuf, reason: String },
+    #[error("ini file {}{}: {reason}", path.display(), line.map(|n| format!(", line {n}")).unwrap_or_default())]
+    Ini {
+        path: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
     #[error("--strict: option --{option} is not supported by mercy ({instead})")]
     Strict {
         option: String,

@@ -325,6 +325,7 @@ impl IniReader<'_> {
     fn read(&mut self, path: &Path, section: Option<&str>) -> Result<IniOptions, ConfigError> {
         let bad = |reason: String| ConfigError::Ini {
             path: path.to_owned(),
+            line: None,
             reason,
         };
         let text =
@@ -334,7 +335,14 @@ impl IniReader<'_> {
             enabled_escape: false,
             ..ParseOption::default()
         };
-        let ini = Ini::load_from_str_opt(&text, options).map_err(|e| bad(e.to_string()))?;
+        // Read first: it places the keys, and finds a section header
+        // without its `]` on its line (the parser would only see the end).
+        let mut lines = KeyLines::of(&text).map_err(|(line, reason)| ConfigError::Ini {
+            path: path.to_owned(),
+            line: Some(line),
+            reason,
+        })?;
+        let ini = Ini::load_from_str_opt(&text, options).map_err(|e| bad(e.msg.into_owned()))?;
         let sections: Vec<&str> = match section {
             Some(name) => vec![name],
             None => vec!["uwsgi", "mercy"],
@@ -354,9 +362,13 @@ impl IniReader<'_> {
         for name in sections {
             for properties in ini.section_all(Some(name)) {
                 for (key, raw) in properties.iter() {
+                    let place = IniPlace {
+                        path,
+                        line: lines.next(name, key),
+                    };
                     let value = expand(raw, self.placeholders, &earlier, &magic)
-                        .map_err(|reason| bad(format!("{key} = {raw}: {reason}")))?;
-                    self.key(path, key, value, &mut earlier, &mut read)?;
+                        .map_err(|reason| place.error(format!("{key} = {raw}: {reason}")))?;
+                    self.key(&place, key, value, &mut earlier, &mut read)?;
                 }
             }
         }
@@ -366,21 +378,20 @@ impl IniReader<'_> {
     /// One `key = value` line, its value expanded.
     fn key(
         &mut self,
-        path: &Path,
+        place: &IniPlace,
         key: &str,
         value: String,
         earlier: &mut HashMap<String, String>,
         (pairs, keys): &mut IniOptions,
     ) -> Result<(), ConfigError> {
-        let bad = |reason: String| ConfigError::Ini {
-            path: path.to_owned(),
-            reason,
-        };
+        let bad = |reason: String| place.error(reason);
+        let not_a_placeholder =
+            |value: &str| bad(format!("{key} = {value}: a placeholder is NAME=VALUE"));
         let (key, value) = match key {
             "set-ph" | "set-placeholder" => {
                 let (name, value) = value
                     .split_once('=')
-                    .ok_or_else(|| ConfigError::BadPlaceholder(value.clone()))?;
+                    .ok_or_else(|| not_a_placeholder(&value))?;
                 self.placeholders.insert(name.to_owned(), value.to_owned());
                 return Ok(());
             }
@@ -388,19 +399,24 @@ impl IniReader<'_> {
             // else a placeholder.
             "set" => match value.split_once('=') {
                 Some((name, value)) => (name.to_owned(), value.to_owned()),
-                None => return Err(ConfigError::BadPlaceholder(value)),
+                None => return Err(not_a_placeholder(&value)),
             },
             _ => (key.to_owned(), value),
         };
         if key == "ini" {
-            return self.nested(path, &value, pairs, keys);
+            return self.nested(place, &value, pairs, keys);
         }
         earlier.insert(key.clone(), value.clone());
         keys.push((key.clone(), Some(value.clone())));
         if key == "strict" && is_true(&value) {
             *self.strict = true;
         }
-        if self.known.is_own(&key) || compat::treatment(&key).is_some() {
+        if self.known.is_own(&key) {
+            self.known
+                .check_value(&key, &value)
+                .map_err(|reason| bad(format!("{key} = {value}: {reason}")))?;
+            pairs.push((key, Some(value)));
+        } else if compat::treatment(&key).is_some() {
             pairs.push((key, Some(value)));
         } else if *self.strict {
             return Err(bad(format!(
@@ -415,16 +431,15 @@ impl IniReader<'_> {
     /// `ini = other.ini[:section]` inside an ini file reads that file there.
     fn nested(
         &mut self,
-        path: &Path,
+        place: &IniPlace,
         spec: &str,
         pairs: &mut Vec<(String, Option<String>)>,
         keys: &mut Vec<(String, Option<String>)>,
     ) -> Result<(), ConfigError> {
         if self.depth >= MAX_INI_DEPTH {
-            return Err(ConfigError::Ini {
-                path: path.to_owned(),
-                reason: format!("ini = {spec}: files nest more than {MAX_INI_DEPTH} deep"),
-            });
+            return Err(place.error(format!(
+                "ini = {spec}: files nest more than {MAX_INI_DEPTH} deep"
+            )));
         }
         let (nested_path, section) = split_section(spec);
         let mut inner = IniReader {
@@ -437,6 +452,64 @@ impl IniReader<'_> {
         pairs.extend(inner_pairs);
         keys.extend(inner_keys);
         Ok(())
+    }
+}
+
+/// Where in an ini file a key was written.
+struct IniPlace<'a> {
+    path: &'a Path,
+    line: Option<usize>,
+}
+
+impl IniPlace<'_> {
+    fn error(&self, reason: String) -> ConfigError {
+        ConfigError::Ini {
+            path: self.path.to_owned(),
+            line: self.line,
+            reason,
+        }
+    }
+}
+
+/// The line numbers of each key of an ini file, by section and key in file
+/// order, found as the ini parser finds them (a key ends at the first `=`
+/// or `:`), so that the n-th value of a key read from a section is placed
+/// on the n-th line that sets it.
+struct KeyLines {
+    lines: HashMap<(String, String), std::collections::VecDeque<usize>>,
+}
+
+impl KeyLines {
+    fn of(text: &str) -> Result<Self, (usize, String)> {
+        let mut lines: HashMap<(String, String), std::collections::VecDeque<usize>> =
+            HashMap::new();
+        let mut section = String::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if let Some(header) = line.strip_prefix('[') {
+                let Some((name, _)) = header.split_once(']') else {
+                    return Err((index + 1, format!("{line}: a section header ends with ]")));
+                };
+                section = name.trim().to_owned();
+                continue;
+            }
+            if line.is_empty() || line.starts_with([';', '#']) {
+                continue;
+            }
+            let key = line.split(['=', ':']).next().unwrap_or(line).trim();
+            lines
+                .entry((section.clone(), key.to_owned()))
+                .or_default()
+                .push_back(index + 1);
+        }
+        Ok(Self { lines })
+    }
+
+    /// The line of the next value of `key` in `section`, if it was found.
+    fn next(&mut self, section: &str, key: &str) -> Option<usize> {
+        self.lines
+            .get_mut(&(section.to_owned(), key.to_owned()))?
+            .pop_front()
     }
 }
 
