@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (APPS, REPO, REQUEST_TIMEOUT, free_port, mercy_bin, pid_running,
-                      wait_until)
+                      python_facts, wait_until)
 
 CONFIGS = REPO / "tests" / "configs"
 ECHO_APP = APPS / "uwsgi_echo.py"
@@ -788,14 +788,14 @@ def test_placeholders_ini_is_refused_without_its_placeholders(mercy):
 
 
 UNSUPPORTED_INI_OPTIONS = (
-    "uid", "gid", "daemonize", "static-map", "cheaper", "cheaper-algo",
+    "master-as-root", "daemonize", "static-map", "cheaper", "cheaper-algo",
     "cheaper-busyness-max", "offload-threads", "py-tracebacker", "route",
     "log-x-forwarded-for",
 )
 
 
 def test_unsupported_ini_warns_and_serves(mercy):
-    """tests/configs/unsupported.ini (uid, gid, daemonize, static-map, the
+    """tests/configs/unsupported.ini (master-as-root, daemonize, static-map, the
     cheaper family, offload-threads, routes...): without --strict mercy
     logs one `unsupported_option` warning per option (static-map is there
     twice), with what to do instead, notes the no-op ones, and serves with
@@ -808,7 +808,8 @@ def test_unsupported_ini_warns_and_serves(mercy):
         message = warnings[option]["message"]
         assert message.startswith(f"option --{option} is not supported by mercy and is ignored: "), message
         assert len(message.split("ignored: ", 1)[1]) > 5, message
-    assert "start mercy as the user" in warnings["uid"]["message"]
+    assert "use --uid and --gid" in warnings["master-as-root"]["message"]
+    assert "run mercy under a supervisor" in warnings["daemonize"]["message"]
     assert len(server.events("unsupported_option")) == len(warnings)
     notes = [r["message"] for r in server.records() if "has no effect in mercy" in r.get("message", "")]
     for option in ("master", "vacuum", "enable-threads", "harakiri-verbose"):
@@ -823,7 +824,7 @@ def test_unsupported_ini_under_strict_fails(mercy):
     server = mercy(CONFIGS / "unsupported.ini", "--strict", ready=0)
     assert server.wait_exit() == 1
     text = server.text()
-    assert "configuration error: --strict: option --uid is not supported by mercy (" in text, text
+    assert "configuration error: --strict: option --master-as-root is not supported by mercy (" in text, text
     server.assert_no_events("spawned")
 
 
@@ -961,6 +962,65 @@ def test_ini_errors_name_the_file_and_line(mercy, tmp_path, text, args, expected
     server = mercy("--wsgi-file", API_APP, ini, *args, ready=0)
     assert server.wait_exit() == 1
     assert f"configuration error: ini file {ini}, {expected}" in server.text(), server.tail()
+    server.assert_no_events("spawned")
+
+
+def proc_ids(pid: int) -> tuple[str, str]:
+    """The real, effective, saved and filesystem uid and gid of a process."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    ids = {line.split(":")[0]: line.split(":", 1)[1].split() for line in status
+           if line.startswith(("Uid:", "Gid:"))}
+    return " ".join(ids["Uid"]), " ".join(ids["Gid"])
+
+
+def readable_by_nobody(path: Path) -> bool:
+    """Whether every folder above `path` lets others in (the embedded
+    Python's home under /root does not on some machines)."""
+    return all(parent.stat().st_mode & 0o001 for parent in path.resolve().parents)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a start as root")
+@pytest.mark.parametrize("args", [["--gid", "nogroup"], ["--uid", "nobody", "--gid", "nogroup"]],
+                         ids=["gid", "uid-and-gid"])
+def test_uid_and_gid_drop_privileges_after_binding(mercy, args):
+    """Started as root with --gid nogroup (and --uid nobody) and a unix
+    socket in a folder only root can write: mercy binds first (the socket
+    is root's), then the master and every worker run as that group (and
+    user), all four ids, with no other group; requests are served."""
+    import grp
+    import pwd
+    uid = pwd.getpwnam("nobody").pw_uid if "--uid" in args else 0
+    gid = grp.getgrnam("nogroup").gr_gid
+    python_home = Path(python_facts()["prefix"])
+    if uid and not readable_by_nobody(python_home / "lib"):
+        pytest.skip(f"nobody cannot read the embedded Python under {python_home}")
+    private = Path(tempfile.mkdtemp(prefix="mercy-uid-"))
+    private.chmod(0o755)
+    socket_path = private / "app.sock"
+    try:
+        server = mercy("--wsgi-file", API_APP, "--processes", "2", "--socket", socket_path,
+                       *args, ready=2)
+        assert server.get("/").body == b"hello"
+        expected = (" ".join([str(uid)] * 4), " ".join([str(gid)] * 4))
+        for pid in [server.pid, *server.worker_pids().values()]:
+            assert proc_ids(pid) == expected, pid
+            groups = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("Groups:")]
+            assert groups[0].split()[1:] == [str(gid)], groups
+        assert socket_path.stat().st_uid == 0
+        [record] = [r for r in server.records() if r["message"].startswith("running as uid")]
+        assert record["message"] == f"running as uid {uid} gid {gid}"
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def test_unknown_uid_is_refused(mercy):
+    """--uid naming no user stops mercy at start with a message naming the
+    option and the value."""
+    server = mercy("--wsgi-file", API_APP, "--uid", "no-such-user-here", ready=0)
+    assert server.wait_exit() == 1
+    assert "--uid must be an existing user (--uid) or group (--gid), by name or number, " \
+        "got no-such-user-here (no such user)" in server.text(), server.tail()
     server.assert_no_events("spawned")
 
 

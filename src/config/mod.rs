@@ -306,6 +306,17 @@ pub struct Options {
           value_parser = Whole::<u64>::seconds(0))]
     pub harakiri_graceful_timeout: u64,
 
+    /// The user the master and workers run as: the master binds its
+    /// sockets (and writes --pidfile) first, then drops to it, as uWSGI
+    /// does. A name or a number; needs a start as root.
+    #[arg(long, value_name = "USER")]
+    pub uid: Option<String>,
+
+    /// The group the master and workers run as (with --uid, default: the
+    /// user's group); set after binding, like --uid.
+    #[arg(long, value_name = "GROUP")]
+    pub gid: Option<String>,
+
     /// Write log lines as JSON objects.
     #[arg(long)]
     pub log_json: bool,
@@ -403,9 +414,19 @@ pub struct Config {
     pub stats: Option<ListenAddress>,
     pub stats_http: bool,
     pub metrics: Option<ListenAddress>,
+    /// The user and group to drop to after binding.
+    pub run_as: RunAs,
     pub log_json: bool,
     pub request_log: bool,
     pub logto: Option<PathBuf>,
+}
+
+/// The user and group the processes run as after the sockets are bound
+/// (`--uid`, `--gid`); `None` keeps the one mercy started as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// A configuration that cannot be used, with what is wrong in it.
@@ -519,6 +540,7 @@ impl Options {
             })
             .transpose()?;
         let chown_socket = self.chown_socket.as_deref().map(parse_owner).transpose()?;
+        let run_as = run_as(self.uid.as_deref(), self.gid.as_deref())?;
         if self.buffer_size > 65535 && !self.socket.is_empty() {
             return Err(ConfigError::OutOfRange {
                 option: "--buffer-size",
@@ -606,6 +628,7 @@ impl Options {
                 .as_deref()
                 .map(ListenAddress::parse)
                 .transpose()?,
+            run_as,
             log_json: self.log_json,
             request_log: !self.disable_logging,
             logto: self.logto,
@@ -843,6 +866,43 @@ fn parse_owner(text: &str) -> Result<(Option<u32>, Option<u32>), ConfigError> {
         }),
     };
     Ok((uid, gid))
+}
+
+/// `--uid` and `--gid` as ids; with --uid alone, the group is the user's.
+fn run_as(uid: Option<&str>, gid: Option<&str>) -> Result<RunAs, ConfigError> {
+    let bad = |option: &'static str, value: &str, reason: String| ConfigError::OutOfRange {
+        option,
+        rule: "an existing user (--uid) or group (--gid), by name or number",
+        value: format!("{value} ({reason})"),
+    };
+    let user = match uid {
+        None => None,
+        Some(text) => {
+            let found = match text.parse::<u32>() {
+                Ok(id) => nix::unistd::User::from_uid(id.into()),
+                Err(_) => nix::unistd::User::from_name(text),
+            };
+            let user = found
+                .map_err(|e| bad("--uid", text, e.to_string()))?
+                .ok_or_else(|| bad("--uid", text, "no such user".to_owned()))?;
+            Some(user)
+        }
+    };
+    let gid = match gid {
+        None => user.as_ref().map(|user| user.gid.as_raw()),
+        Some(text) => Some(match text.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => nix::unistd::Group::from_name(text)
+                .map_err(|e| bad("--gid", text, e.to_string()))?
+                .ok_or_else(|| bad("--gid", text, "no such group".to_owned()))?
+                .gid
+                .as_raw(),
+        }),
+    };
+    Ok(RunAs {
+        uid: user.map(|user| user.uid.as_raw()),
+        gid,
+    })
 }
 
 /// The Python version mercy was built against and embeds.

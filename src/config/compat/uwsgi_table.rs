@@ -27,7 +27,8 @@ pub const GROUPS: &[Group] = &[
             "stats-http", "master-fifo", "logto", "logto2", "chdir", "mount", "threads", "env",
             "enable-proxy-protocol", "version", "wsgi-file", "file", "module", "wsgi", "callable",
             "home", "virtualenv", "venv", "pyhome", "pythonpath", "python-path", "pp", "gevent",
-            "gevent-wait-for-hub", "http", "httprouter", "http-enable-proxy-protocol",
+            "gevent-wait-for-hub", "http", "httprouter", "http-enable-proxy-protocol", "uid",
+            "gid",
         ],
     },
     Group {
@@ -266,11 +267,12 @@ pub const GROUPS: &[Group] = &[
     },
     Group {
         treatment: Treatment::Unsupported(
-            "start mercy as the user and group it should run as (systemd User=/Group=, a \
-            container's USER)",
+            "use --uid and --gid (mercy drops to them after binding its sockets, with the \
+            user's groups), or start mercy as that user (systemd User=/Group=, a container's \
+            USER)",
         ),
         names: &[
-            "uid", "gid", "add-gid", "immediate-uid", "immediate-gid", "no-initgroups",
+            "add-gid", "immediate-uid", "immediate-gid", "no-initgroups",
             "master-as-root", "drop-after-init", "drop-after-apps",
         ],
     },
