@@ -1024,6 +1024,30 @@ def test_unknown_uid_is_refused(mercy):
     server.assert_no_events("spawned")
 
 
+def test_options_mercy_has_no_use_for_say_what_to_do(mercy):
+    """--reaper, --binary-path and --mode are harmless: mercy starts and says
+    why each has no effect. --profiler, --backtrace-depth, --use-abort,
+    --min-worker-lifetime, --umask and --ssl-session-use-cache are named
+    with what to do instead; mercy still serves."""
+    server = mercy("--wsgi-file", API_APP, "--reaper", "--binary-path", "/usr/bin/uwsgi",
+                   "--mode", "production", "--profiler", "pycall", "--backtrace-depth", "32",
+                   "--use-abort", "--min-worker-lifetime", "60", "--umask", "022",
+                   "--ssl-session-use-cache")
+    assert server.get("/").body == b"hello"
+    notes = no_effect_notes(server)
+    for option, why in [("reaper", "the master always reaps its workers"),
+                        ("binary-path", "/proc/self/exe"), ("mode", "changes nothing")]:
+        assert any(n.startswith(f"option --{option} has no effect in mercy: ") and why in n
+                   for n in notes), (option, notes)
+    warnings = {r["option"]: r["message"] for r in server.events("unsupported_option")}
+    instead = {"profiler": "py-spy", "backtrace-depth": "whole Python stack",
+               "use-abort": "LimitCORE=", "min-worker-lifetime": "replacement is ready",
+               "umask": "systemd UMask=", "ssl-session-use-cache": "terminate it in the front proxy"}
+    assert sorted(warnings) == sorted(instead)
+    for option, words in instead.items():
+        assert words in warnings[option], warnings[option]
+
+
 def test_reload_reads_the_edited_ini(mercy, tmp_path):
     """SIGHUP after editing the ini file (the env value the app reports, and
     the number of processes): the new generation serves the new value."""
