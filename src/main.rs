@@ -47,6 +47,14 @@ fn main() -> ExitCode {
     restart_with_allocator_option();
     let loaded = match config::load(std::env::args().collect()) {
         Ok(loaded) => loaded,
+        Err(config::LoadError::Usage(error)) if config::is_bad_value(&error) => {
+            // A value out of its range is a configuration error, logged as
+            // the log format asked for.
+            logging::init(config::log_json_requested());
+            let reason = config::clap_reason(&error);
+            tracing::error!(event = "config_error", "configuration error: {reason}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(config::LoadError::Usage(error)) => {
             let _ = error.print();
             return if error.use_stderr() {
@@ -142,6 +150,10 @@ fn run_master(config: config::Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    if let Err(error) = drop_privileges(config.run_as) {
+        tracing::error!(event = "config_error", "{error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let outcome = master::run(config, listeners, notifier);
     if let Some(path) = pidfile {
         let _ = std::fs::remove_file(path);
@@ -157,6 +169,45 @@ fn run_master(config: config::Config) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// Becomes the `--uid` and `--gid` user and group, once the sockets are
+/// bound and the pidfile written; the workers inherit them. A master that
+/// is not root (already that user) keeps its groups.
+fn drop_privileges(run_as: config::RunAs) -> Result<(), String> {
+    use nix::unistd::{self, Gid, Uid};
+    let config::RunAs { uid, gid } = run_as;
+    if let Some(gid) = gid {
+        let gid = Gid::from_raw(gid);
+        if unistd::geteuid().is_root() {
+            let user = uid.and_then(|uid| unistd::User::from_uid(Uid::from_raw(uid)).ok()?);
+            let groups = match user {
+                Some(user) => std::ffi::CString::new(user.name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|name| unistd::initgroups(&name, gid).map_err(|e| e.to_string())),
+                None => unistd::setgroups(&[gid]).map_err(|e| e.to_string()),
+            };
+            groups.map_err(|e| format!("cannot set the groups for --gid {gid}: {e}"))?;
+        }
+        unistd::setgid(gid).map_err(|e| {
+            format!("cannot become group {gid} (--gid): {e}; start mercy as root to use --gid")
+        })?;
+    }
+    if let Some(uid) = uid {
+        unistd::setuid(Uid::from_raw(uid)).map_err(|e| {
+            format!("cannot become user {uid} (--uid): {e}; start mercy as root to use --uid")
+        })?;
+    }
+    if uid.is_some() || gid.is_some() {
+        tracing::info!(
+            uid = %unistd::getuid(),
+            gid = %unistd::getgid(),
+            "running as uid {} gid {}",
+            unistd::getuid(),
+            unistd::getgid()
+        );
+    }
+    Ok(())
 }
 
 /// Says at start which uWSGI options have no effect and which are not

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (APPS, REPO, REQUEST_TIMEOUT, free_port, mercy_bin, pid_running,
-                      wait_until)
+                      python_facts, wait_until)
 
 CONFIGS = REPO / "tests" / "configs"
 ECHO_APP = APPS / "uwsgi_echo.py"
@@ -788,14 +788,14 @@ def test_placeholders_ini_is_refused_without_its_placeholders(mercy):
 
 
 UNSUPPORTED_INI_OPTIONS = (
-    "uid", "gid", "daemonize", "static-map", "cheaper", "cheaper-algo",
+    "master-as-root", "daemonize", "static-map", "cheaper", "cheaper-algo",
     "cheaper-busyness-max", "offload-threads", "py-tracebacker", "route",
     "log-x-forwarded-for",
 )
 
 
 def test_unsupported_ini_warns_and_serves(mercy):
-    """tests/configs/unsupported.ini (uid, gid, daemonize, static-map, the
+    """tests/configs/unsupported.ini (master-as-root, daemonize, static-map, the
     cheaper family, offload-threads, routes...): without --strict mercy
     logs one `unsupported_option` warning per option (static-map is there
     twice), with what to do instead, notes the no-op ones, and serves with
@@ -808,7 +808,8 @@ def test_unsupported_ini_warns_and_serves(mercy):
         message = warnings[option]["message"]
         assert message.startswith(f"option --{option} is not supported by mercy and is ignored: "), message
         assert len(message.split("ignored: ", 1)[1]) > 5, message
-    assert "start mercy as the user" in warnings["uid"]["message"]
+    assert "use --uid and --gid" in warnings["master-as-root"]["message"]
+    assert "run mercy under a supervisor" in warnings["daemonize"]["message"]
     assert len(server.events("unsupported_option")) == len(warnings)
     notes = [r["message"] for r in server.records() if "has no effect in mercy" in r.get("message", "")]
     for option in ("master", "vacuum", "enable-threads", "harakiri-verbose"):
@@ -823,7 +824,7 @@ def test_unsupported_ini_under_strict_fails(mercy):
     server = mercy(CONFIGS / "unsupported.ini", "--strict", ready=0)
     assert server.wait_exit() == 1
     text = server.text()
-    assert "configuration error: --strict: option --uid is not supported by mercy (" in text, text
+    assert "configuration error: --strict: option --master-as-root is not supported by mercy (" in text, text
     server.assert_no_events("spawned")
 
 
@@ -854,6 +855,197 @@ def test_uwsgi_processes_environment_variable(mercy):
     for info in seen.values():
         assert info["numproc"] == 3
         assert info["multithread"] is True
+
+
+@pytest.mark.parametrize("variable", ["UWSGI_INI", "MERCY_INI"])
+def test_ini_file_from_the_environment(mercy, tmp_path, variable):
+    """UWSGI_INI=path (or MERCY_INI) reads that ini file, as uWSGI does. The
+    command line overrides it (`--processes 3` wins over `processes = 2`);
+    the file is read after the other variables, so its `threads = 4` wins
+    over UWSGI_THREADS=2, and uwsgi.opt shows both in that order."""
+    ini = tmp_path / "from-env.ini"
+    ini.write_text("[uwsgi]\n"
+                   f"wsgi-file = {API_APP}\n"
+                   "processes = 2\n"
+                   "threads = 4\n"
+                   "env = GREETING=from the environment's ini\n")
+    server = mercy("--processes", "3",
+                   env={variable: str(ini), "UWSGI_THREADS": "2"}, ready=3)
+    assert sorted(server.worker_pids()) == [1, 2, 3]
+    seen = info_until_workers(server, 3)
+    for info in seen.values():
+        assert info["numproc"] == 3
+        assert info["greeting"] == "from the environment's ini"
+        assert info["multithread"] is True
+    assert server.get("/info").json()["opt"]["threads"] == {"list": [{"bytes": "2"},
+                                                                    {"bytes": "4"}]}
+
+
+def test_command_line_overrides_the_environment(mercy):
+    """UWSGI_PROCESSES=3 with --processes 1 on the command line: one worker,
+    as in uWSGI, where the command line is read after the environment."""
+    server = mercy("--wsgi-file", API_APP, "--processes", "1",
+                   env={"UWSGI_PROCESSES": "3"}, ready=1)
+    assert server.get("/info").json()["numproc"] == 1
+    assert sorted(server.worker_pids()) == [1]
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("UWSGI_PROCESSES", "four"),
+    ("MERCY_HARAKIRI", "-5"),
+    ("UWSGI_LISTEN", "lots"),
+])
+def test_bad_environment_value_names_the_variable(mercy, variable, value):
+    """A value the option cannot take, set by an environment variable, stops
+    mercy at start (exit status 1) with a message naming the variable and
+    its value; no worker starts."""
+    server = mercy("--wsgi-file", API_APP, env={variable: value}, ready=0)
+    assert server.wait_exit() == 1
+    assert f"configuration error: environment variable {variable}={value}: " in server.text(), \
+        server.tail()
+    server.assert_no_events("spawned")
+
+
+@pytest.mark.parametrize("source, option, value, allowed", [
+    ("args", "--processes", "99999999999", "between 1 and 4096"),
+    ("args", "--harakiri", "1e20", "between 0 and 31536000 seconds"),
+    ("args", "--max-worker-lifetime", "18446744073709551616", "between 0 and 31536000 seconds"),
+    ("args", "--reload-on-rss", "17592186044416", "between 0 and 16777216 MB"),
+    ("env", "--worker-reload-mercy", "99999999999999999999", "between 1 and 31536000 seconds"),
+    ("ini", "--max-requests", "18446744073709551615", "between 0 and 1099511627776"),
+])
+def test_numbers_too_large_are_refused_with_their_range(mercy, tmp_path, source, option,
+                                                       value, allowed):
+    """A number too large for its option (or for any integer), from the
+    command line, a UWSGI_* variable or an ini file, stops mercy at start
+    with exit status 1 and a config_error naming the option, its allowed
+    range and the value; no worker starts, nothing wraps or panics."""
+    name = option[2:]
+    args, env = ["--wsgi-file", API_APP], None
+    if source == "args":
+        args += [option, value]
+    elif source == "env":
+        env = {"UWSGI_" + name.upper().replace("-", "_"): value}
+    else:
+        ini = tmp_path / "large.ini"
+        ini.write_text(f"[uwsgi]\n{name} = {value}\n")
+        args.append(ini)
+    server = mercy(*args, env=env, ready=0)
+    assert server.wait_exit() == 1
+    text = server.text()
+    assert f"{option} must be a whole number {allowed}" in text, server.tail()
+    assert value in text and "panicked" not in text, server.tail()
+    if source == "args":
+        [error] = server.events("config_error")
+        assert error["message"].startswith(f"configuration error: {option} must be"), error
+    server.assert_no_events("spawned")
+
+
+@pytest.mark.parametrize("text, args, expected", [
+    ("[uwsgi]\n; workers\nmaster = true\n\nprocesses = many\n", [],
+     "line 5: processes = many: --processes must be a whole number between 1 and 4096, "
+     "got \"many\""),
+    ("[uwsgi]\nthreads = 2\n[mercy]\nthreads = 3\nthreads = 1e9\n", [],
+     "line 5: threads = 1e9: --threads must be a whole number between 1 and 4096"),
+    ("[uwsgi]\nmaster = true\nmy-setting = 1\n", ["--strict"],
+     "line 3: unknown option \"my-setting\""),
+    ("[uwsgi]\nset-ph = no-equals-sign\n", [],
+     "line 2: set-ph = no-equals-sign: a placeholder is NAME=VALUE"),
+    ("[uwsgi]\nmaster = true\n[broken\n", [], "line 3: [broken: a section header ends with ]"),
+], ids=["not-a-number", "out-of-range", "strict-unknown-key", "placeholder", "syntax"])
+def test_ini_errors_name_the_file_and_line(mercy, tmp_path, text, args, expected):
+    """A bad value, an unknown key under --strict, a placeholder without
+    `=` or a syntax error in an ini file stops mercy at start (exit status
+    1) with a message naming the file and the line."""
+    ini = tmp_path / "site.ini"
+    ini.write_text(text)
+    server = mercy("--wsgi-file", API_APP, ini, *args, ready=0)
+    assert server.wait_exit() == 1
+    assert f"configuration error: ini file {ini}, {expected}" in server.text(), server.tail()
+    server.assert_no_events("spawned")
+
+
+def proc_ids(pid: int) -> tuple[str, str]:
+    """The real, effective, saved and filesystem uid and gid of a process."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    ids = {line.split(":")[0]: line.split(":", 1)[1].split() for line in status
+           if line.startswith(("Uid:", "Gid:"))}
+    return " ".join(ids["Uid"]), " ".join(ids["Gid"])
+
+
+def readable_by_nobody(path: Path) -> bool:
+    """Whether every folder above `path` lets others in (the embedded
+    Python's home under /root does not on some machines)."""
+    return all(parent.stat().st_mode & 0o001 for parent in path.resolve().parents)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a start as root")
+@pytest.mark.parametrize("args", [["--gid", "nogroup"], ["--uid", "nobody", "--gid", "nogroup"]],
+                         ids=["gid", "uid-and-gid"])
+def test_uid_and_gid_drop_privileges_after_binding(mercy, args):
+    """Started as root with --gid nogroup (and --uid nobody) and a unix
+    socket in a folder only root can write: mercy binds first (the socket
+    is root's), then the master and every worker run as that group (and
+    user), all four ids, with no other group; requests are served."""
+    import grp
+    import pwd
+    uid = pwd.getpwnam("nobody").pw_uid if "--uid" in args else 0
+    gid = grp.getgrnam("nogroup").gr_gid
+    python_home = Path(python_facts()["prefix"])
+    if uid and not readable_by_nobody(python_home / "lib"):
+        pytest.skip(f"nobody cannot read the embedded Python under {python_home}")
+    private = Path(tempfile.mkdtemp(prefix="mercy-uid-"))
+    private.chmod(0o755)
+    socket_path = private / "app.sock"
+    try:
+        server = mercy("--wsgi-file", API_APP, "--processes", "2", "--socket", socket_path,
+                       *args, ready=2)
+        assert server.get("/").body == b"hello"
+        expected = (" ".join([str(uid)] * 4), " ".join([str(gid)] * 4))
+        for pid in [server.pid, *server.worker_pids().values()]:
+            assert proc_ids(pid) == expected, pid
+            groups = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if line.startswith("Groups:")]
+            assert groups[0].split()[1:] == [str(gid)], groups
+        assert socket_path.stat().st_uid == 0
+        [record] = [r for r in server.records() if r["message"].startswith("running as uid")]
+        assert record["message"] == f"running as uid {uid} gid {gid}"
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def test_unknown_uid_is_refused(mercy):
+    """--uid naming no user stops mercy at start with a message naming the
+    option and the value."""
+    server = mercy("--wsgi-file", API_APP, "--uid", "no-such-user-here", ready=0)
+    assert server.wait_exit() == 1
+    assert "--uid must be an existing user (--uid) or group (--gid), by name or number, " \
+        "got no-such-user-here (no such user)" in server.text(), server.tail()
+    server.assert_no_events("spawned")
+
+
+def test_options_mercy_has_no_use_for_say_what_to_do(mercy):
+    """--reaper, --binary-path and --mode are harmless: mercy starts and says
+    why each has no effect. --profiler, --backtrace-depth, --use-abort,
+    --min-worker-lifetime, --umask and --ssl-session-use-cache are named
+    with what to do instead; mercy still serves."""
+    server = mercy("--wsgi-file", API_APP, "--reaper", "--binary-path", "/usr/bin/uwsgi",
+                   "--mode", "production", "--profiler", "pycall", "--backtrace-depth", "32",
+                   "--use-abort", "--min-worker-lifetime", "60", "--umask", "022",
+                   "--ssl-session-use-cache")
+    assert server.get("/").body == b"hello"
+    notes = no_effect_notes(server)
+    for option, why in [("reaper", "the master always reaps its workers"),
+                        ("binary-path", "/proc/self/exe"), ("mode", "changes nothing")]:
+        assert any(n.startswith(f"option --{option} has no effect in mercy: ") and why in n
+                   for n in notes), (option, notes)
+    warnings = {r["option"]: r["message"] for r in server.events("unsupported_option")}
+    instead = {"profiler": "py-spy", "backtrace-depth": "whole Python stack",
+               "use-abort": "LimitCORE=", "min-worker-lifetime": "replacement is ready",
+               "umask": "systemd UMask=", "ssl-session-use-cache": "terminate it in the front proxy"}
+    assert sorted(warnings) == sorted(instead)
+    for option, words in instead.items():
+        assert words in warnings[option], warnings[option]
 
 
 def test_reload_reads_the_edited_ini(mercy, tmp_path):

@@ -3,9 +3,15 @@
 mod address;
 pub mod compat;
 mod sources;
+mod whole;
 
 pub use address::ListenAddress;
-pub use sources::{load, seen_options, LoadError, Loaded, Notice};
+pub use sources::{
+    clap_reason, is_bad_value, load, log_json_requested, seen_options, LoadError, Loaded, Notice,
+};
+pub use whole::MAX_SECONDS;
+
+use whole::Whole;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,8 +79,9 @@ pub struct Options {
     )]
     pub socket: Vec<String>,
 
-    /// Most variables in a uwsgi packet.
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    /// Most variables in a uwsgi packet (1 to 32768).
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = Whole::<usize>::new(1, 32768, ""))]
     pub max_vars: usize,
 
     /// Permissions of unix sockets, in octal (`--chmod-socket 660`); the
@@ -116,17 +123,19 @@ pub struct Options {
     #[arg(long, default_value = "application", value_name = "NAME")]
     pub callable: String,
 
-    /// Number of worker processes.
-    #[arg(long, visible_alias = "workers", short = 'p', default_value_t = 1)]
+    /// Number of worker processes (1 to 4096).
+    #[arg(long, visible_alias = "workers", short = 'p', default_value_t = 1,
+          value_parser = Whole::<u32>::new(1, MAX_PROCESSES, ""))]
     pub processes: u32,
 
-    /// Python threads per worker that call the app (default 1).
-    #[arg(long, value_name = "N")]
+    /// Python threads per worker that call the app (default 1; at most
+    /// 4096).
+    #[arg(long, value_name = "N", value_parser = Whole::<u32>::new(1, MAX_THREADS, ""))]
     pub threads: Option<u32>,
 
     /// gevent mode: the worker's main thread runs the gevent hub and each
-    /// request runs in its own greenlet, at most N at once.
-    #[arg(long, value_name = "N")]
+    /// request runs in its own greenlet, at most N (1 to 1000000) at once.
+    #[arg(long, value_name = "N", value_parser = Whole::<u32>::new(1, MAX_GREENLETS, ""))]
     pub gevent: Option<u32>,
 
     /// In gevent mode, do not monkey-patch the standard library.
@@ -139,11 +148,13 @@ pub struct Options {
     pub gevent_wait_for_hub: bool,
 
     /// Seconds a retiring worker gets to finish before it is killed.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = Whole::<u64>::seconds(1))]
     pub worker_reload_mercy: u64,
 
     /// Seconds a new worker gets to import the app and report ready.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = Whole::<u64>::seconds(1))]
     pub spawn_timeout: u64,
 
     /// A virtualenv whose packages the app imports (`VIRTUAL_ENV` if unset).
@@ -167,42 +178,52 @@ pub struct Options {
     /// Listen queue size of each socket (default 1024, or the kernel's
     /// net.core.somaxconn if that is lower). A larger value than somaxconn is
     /// refused, as the kernel would lower it.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = Whole::<u32>::new(1, MAX_BACKLOG, ""))]
     pub listen: Option<u32>,
 
     /// Seconds an idle keep-alive connection is kept open (0 to 3600; 0
     /// closes every connection after its response).
-    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 5, value_name = "SECONDS",
+          value_parser = Whole::<u64>::new(0, MAX_CONNECTION_WAIT, "seconds")
+              .note("0 turns keep-alive off"))]
     pub keep_alive: u64,
 
     /// Seconds a request head may take from its first byte to its end (a
     /// 408 after that), and that one read of a body may wait (1 to 3600).
-    #[arg(long, default_value_t = 4, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 4, value_name = "SECONDS",
+          value_parser = Whole::<u64>::new(1, MAX_CONNECTION_WAIT, "seconds"))]
     pub socket_timeout: u64,
 
-    /// Largest request head, in bytes.
-    #[arg(long, short = 'b', default_value_t = 4096, value_name = "BYTES")]
+    /// Largest request head, in bytes (64 to 16 MiB; at most 65535 with
+    /// --socket).
+    #[arg(long, short = 'b', default_value_t = 4096, value_name = "BYTES",
+          value_parser = Whole::<usize>::new(64, MAX_HEAD_BYTES, "bytes"))]
     pub buffer_size: usize,
 
     /// Request bodies up to this size are read before the app runs (of a
     /// longer chunked body, this much; the rest streams). A body sent after
     /// `100 Continue` always streams. 0 to 16 MiB; 0 streams every body.
-    #[arg(long, default_value_t = 65536, value_name = "BYTES")]
+    #[arg(long, default_value_t = 65536, value_name = "BYTES",
+          value_parser = Whole::<usize>::new(0, MAX_POST_BUFFERING, "bytes")
+              .note("0 streams every body"))]
     pub post_buffering: usize,
 
     /// Longest request line, in bytes (0 to 16 MiB; 0: no limit but
     /// --buffer-size).
-    #[arg(long, default_value_t = 4094, value_name = "BYTES")]
+    #[arg(long, default_value_t = 4094, value_name = "BYTES",
+          value_parser = Whole::<usize>::new(0, MAX_HEAD_BYTES, "bytes").note(NO_LIMIT))]
     pub limit_request_line: usize,
 
     /// Most header fields in a request (0 to 32768; 0: no limit but
     /// --buffer-size).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N",
+          value_parser = Whole::<usize>::new(0, MAX_REQUEST_FIELDS, "").note(NO_LIMIT))]
     pub limit_request_fields: usize,
 
     /// Longest header field line with its CRLF, in bytes (0 to 16 MiB; 0: no
     /// limit but --buffer-size).
-    #[arg(long, default_value_t = 8190, value_name = "BYTES")]
+    #[arg(long, default_value_t = 8190, value_name = "BYTES",
+          value_parser = Whole::<usize>::new(0, MAX_HEAD_BYTES, "bytes").note(NO_LIMIT))]
     pub limit_request_field_size: usize,
 
     /// Accept a PROXY protocol header (v1 or v2) at the start of each
@@ -247,37 +268,54 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
 
     /// Replace a worker after it served N requests (gracefully; its
-    /// replacement is ready first).
-    #[arg(long, value_name = "N")]
+    /// replacement is ready first). 0 turns it off.
+    #[arg(long, value_name = "N", value_parser = Whole::<u64>::new(0, MAX_REQUESTS, ""))]
     pub max_requests: Option<u64>,
 
     /// Worker i's limit is --max-requests + i * N, so workers are not all
     /// replaced at once.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = Whole::<u64>::new(0, MAX_REQUESTS, ""))]
     pub max_requests_delta: u64,
 
-    /// Replace a worker after it has run this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    /// Replace a worker after it has run this many seconds (0 turns it
+    /// off).
+    #[arg(long, value_name = "SECONDS", value_parser = Whole::<u64>::seconds(0))]
     pub max_worker_lifetime: Option<u64>,
 
     /// Worker i's lifetime is --max-worker-lifetime + i * S.
-    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 0, value_name = "SECONDS",
+          value_parser = Whole::<u64>::seconds(0))]
     pub max_worker_lifetime_delta: u64,
 
-    /// Replace a worker whose resident memory reaches this many megabytes.
-    #[arg(long, value_name = "MB")]
+    /// Replace a worker whose resident memory reaches this many megabytes
+    /// (0 turns it off).
+    #[arg(long, value_name = "MB", value_parser = Whole::<u64>::new(0, MAX_RSS_MB, "MB"))]
     pub reload_on_rss: Option<u64>,
 
     /// A request running longer than this many seconds is answered with a
     /// 504 (if nothing was sent yet), logged with its Python stack, and its
     /// thread stopped; a worker whose thread cannot be stopped is replaced.
-    #[arg(long, value_name = "SECONDS")]
+    /// 0 turns it off.
+    #[arg(long, value_name = "SECONDS", value_parser = Whole::<u64>::seconds(0))]
     pub harakiri: Option<u64>,
 
     /// Seconds a worker replaced because of a stuck request gets for its
     /// other requests before it is killed.
-    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 5, value_name = "SECONDS",
+          value_parser = Whole::<u64>::seconds(0))]
     pub harakiri_graceful_timeout: u64,
+
+    /// The user the master and workers run as: the master binds its
+    /// sockets (and writes --pidfile) first, then drops to it, as uWSGI
+    /// does. A name or a number; needs a start as root.
+    #[arg(long, value_name = "USER")]
+    pub uid: Option<String>,
+
+    /// The group the master and workers run as (with --uid, default: the
+    /// user's group); set after binding, like --uid.
+    #[arg(long, value_name = "GROUP")]
+    pub gid: Option<String>,
 
     /// Write log lines as JSON objects.
     #[arg(long)]
@@ -376,9 +414,19 @@ pub struct Config {
     pub stats: Option<ListenAddress>,
     pub stats_http: bool,
     pub metrics: Option<ListenAddress>,
+    /// The user and group to drop to after binding.
+    pub run_as: RunAs,
     pub log_json: bool,
     pub request_log: bool,
     pub logto: Option<PathBuf>,
+}
+
+/// The user and group the processes run as after the sockets are bound
+/// (`--uid`, `--gid`); `None` keeps the one mercy started as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// A configuration that cannot be used, with what is wrong in it.
@@ -409,8 +457,12 @@ pub enum ConfigError {
     BadAddress { address: String, reason: String },
     #[error("a placeholder is NAME=VALUE, got {0:?}")]
     BadPlaceholder(String),
-    #[error("ini file {path}: {reason}")]
-    Ini { path: PathBuf, reason: String },
+    #[error("ini file {}{}: {reason}", path.display(), line.map(|n| format!(", line {n}")).unwrap_or_default())]
+    Ini {
+        path: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
     #[error("--strict: option --{option} is not supported by mercy ({instead})")]
     Strict {
         option: String,
@@ -418,6 +470,12 @@ pub enum ConfigError {
     },
     #[error("--strict: environment variable {variable} names no uWSGI or mercy option")]
     StrictEnvironment { variable: String },
+    #[error("environment variable {variable}={value}: {reason}")]
+    Environment {
+        variable: String,
+        value: String,
+        reason: String,
+    },
     #[error("--env expects KEY=VALUE, got {0:?}")]
     BadEnv(String),
     #[error("virtualenv {path}: {reason}")]
@@ -438,7 +496,6 @@ pub enum ConfigError {
 impl Options {
     /// Checks every option and turns them into a [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        self.check_request_limits()?;
         let mount = match self.mount.as_slice() {
             [] => None,
             [one] => Some(Mount::parse(one)?),
@@ -483,13 +540,7 @@ impl Options {
             })
             .transpose()?;
         let chown_socket = self.chown_socket.as_deref().map(parse_owner).transpose()?;
-        if self.max_vars == 0 || self.max_vars > 32768 {
-            return Err(ConfigError::OutOfRange {
-                option: "--max-vars",
-                rule: "between 1 and 32768",
-                value: self.max_vars.to_string(),
-            });
-        }
+        let run_as = run_as(self.uid.as_deref(), self.gid.as_deref())?;
         if self.buffer_size > 65535 && !self.socket.is_empty() {
             return Err(ConfigError::OutOfRange {
                 option: "--buffer-size",
@@ -498,25 +549,15 @@ impl Options {
             });
         }
 
-        at_least("--processes", 1, self.processes.into())?;
         let concurrency = match (self.gevent, self.threads) {
             (Some(_), Some(_)) => return Err(ConfigError::GeventWithThreads),
-            (Some(greenlets), None) => {
-                at_least("--gevent", 1, greenlets.into())?;
-                Concurrency::Gevent {
-                    greenlets,
-                    monkey_patch: !self.no_gevent_monkey_patch,
-                    wait_for_hub: self.gevent_wait_for_hub,
-                }
-            }
-            (None, threads) => {
-                let threads = threads.unwrap_or(1);
-                at_least("--threads", 1, threads.into())?;
-                Concurrency::Threads(threads)
-            }
+            (Some(greenlets), None) => Concurrency::Gevent {
+                greenlets,
+                monkey_patch: !self.no_gevent_monkey_patch,
+                wait_for_hub: self.gevent_wait_for_hub,
+            },
+            (None, threads) => Concurrency::Threads(threads.unwrap_or(1)),
         };
-        at_least("--worker-reload-mercy", 1, self.worker_reload_mercy)?;
-        at_least("--spawn-timeout", 1, self.spawn_timeout)?;
         let backlog = backlog(self.listen, somaxconn())?;
 
         let env = self
@@ -587,6 +628,7 @@ impl Options {
                 .as_deref()
                 .map(ListenAddress::parse)
                 .transpose()?,
+            run_as,
             log_json: self.log_json,
             request_log: !self.disable_logging,
             logto: self.logto,
@@ -594,6 +636,21 @@ impl Options {
     }
 }
 
+/// The largest `--processes`.
+const MAX_PROCESSES: u64 = 4096;
+/// The largest `--threads`.
+const MAX_THREADS: u64 = 4096;
+/// The largest `--gevent`.
+const MAX_GREENLETS: u64 = 1_000_000;
+/// The largest `--listen`: listen(2) takes an int.
+const MAX_BACKLOG: u64 = i32::MAX as u64;
+/// The largest `--max-requests` and `--max-requests-delta`: a worker's limit
+/// (`max + id * delta`) must fit in 64 bits.
+const MAX_REQUESTS: u64 = 1 << 40;
+/// The largest `--reload-on-rss`, in MB (16 TiB); it is counted in bytes.
+const MAX_RSS_MB: u64 = 1 << 24;
+/// What a request limit of 0 means.
+const NO_LIMIT: &str = "0: no limit but --buffer-size";
 /// The largest `--buffer-size`, and so the largest byte limit within a head.
 const MAX_HEAD_BYTES: u64 = 1 << 24;
 /// The largest `--post-buffering`: a body held in memory per request.
@@ -606,73 +663,6 @@ const MAX_REQUEST_FIELDS: u64 = 32768;
 const SHORTEST_REQUEST_LINE: u64 = 14;
 /// The shortest header line: `a:` and CRLF.
 const SHORTEST_FIELD_LINE: u64 = 4;
-
-impl Options {
-    /// Refuses request limits and timeouts outside their ranges.
-    fn check_request_limits(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, u64, u64, &'static str); 7] = [
-            (
-                "--buffer-size",
-                self.buffer_size as u64,
-                64,
-                MAX_HEAD_BYTES,
-                "between 64 and 16777216 bytes",
-            ),
-            (
-                "--post-buffering",
-                self.post_buffering as u64,
-                0,
-                MAX_POST_BUFFERING,
-                "between 0 and 16777216 bytes (0 streams every body)",
-            ),
-            (
-                "--keep-alive",
-                self.keep_alive,
-                0,
-                MAX_CONNECTION_WAIT,
-                "between 0 and 3600 seconds (0 turns keep-alive off)",
-            ),
-            (
-                "--socket-timeout",
-                self.socket_timeout,
-                1,
-                MAX_CONNECTION_WAIT,
-                "between 1 and 3600 seconds",
-            ),
-            (
-                "--limit-request-line",
-                self.limit_request_line as u64,
-                0,
-                MAX_HEAD_BYTES,
-                "between 0 and 16777216 bytes (0: no limit but --buffer-size)",
-            ),
-            (
-                "--limit-request-fields",
-                self.limit_request_fields as u64,
-                0,
-                MAX_REQUEST_FIELDS,
-                "between 0 and 32768 (0: no limit but --buffer-size)",
-            ),
-            (
-                "--limit-request-field-size",
-                self.limit_request_field_size as u64,
-                0,
-                MAX_HEAD_BYTES,
-                "between 0 and 16777216 bytes (0: no limit but --buffer-size)",
-            ),
-        ];
-        for (option, value, minimum, maximum, rule) in checks {
-            if !(minimum..=maximum).contains(&value) {
-                return Err(ConfigError::OutOfRange {
-                    option,
-                    rule,
-                    value: value.to_string(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
 
 impl Config {
     /// Request limits that no request can ever reach because `--buffer-size`
@@ -825,7 +815,6 @@ fn backlog(listen: Option<u32>, somaxconn: Option<u32>) -> Result<u32, ConfigErr
     let Some(value) = listen else {
         return Ok(somaxconn.map_or(DEFAULT, |max| DEFAULT.min(max.max(1))));
     };
-    at_least("--listen", 1, value.into())?;
     match somaxconn {
         Some(somaxconn) if value > somaxconn => {
             Err(ConfigError::BacklogAboveSomaxconn { value, somaxconn })
@@ -879,14 +868,40 @@ fn parse_owner(text: &str) -> Result<(Option<u32>, Option<u32>), ConfigError> {
     Ok((uid, gid))
 }
 
-fn at_least(option: &'static str, minimum: u64, value: u64) -> Result<(), ConfigError> {
-    if value >= minimum {
-        return Ok(());
-    }
-    Err(ConfigError::OutOfRange {
+/// `--uid` and `--gid` as ids; with --uid alone, the group is the user's.
+fn run_as(uid: Option<&str>, gid: Option<&str>) -> Result<RunAs, ConfigError> {
+    let bad = |option: &'static str, value: &str, reason: String| ConfigError::OutOfRange {
         option,
-        rule: if minimum == 1 { "at least 1" } else { "larger" },
-        value: value.to_string(),
+        rule: "an existing user (--uid) or group (--gid), by name or number",
+        value: format!("{value} ({reason})"),
+    };
+    let user = match uid {
+        None => None,
+        Some(text) => {
+            let found = match text.parse::<u32>() {
+                Ok(id) => nix::unistd::User::from_uid(id.into()),
+                Err(_) => nix::unistd::User::from_name(text),
+            };
+            let user = found
+                .map_err(|e| bad("--uid", text, e.to_string()))?
+                .ok_or_else(|| bad("--uid", text, "no such user".to_owned()))?;
+            Some(user)
+        }
+    };
+    let gid = match gid {
+        None => user.as_ref().map(|user| user.gid.as_raw()),
+        Some(text) => Some(match text.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => nix::unistd::Group::from_name(text)
+                .map_err(|e| bad("--gid", text, e.to_string()))?
+                .ok_or_else(|| bad("--gid", text, "no such group".to_owned()))?
+                .gid
+                .as_raw(),
+        }),
+    };
+    Ok(RunAs {
+        uid: user.map(|user| user.uid.as_raw()),
+        gid,
     })
 }
 
@@ -983,30 +998,79 @@ mod tests {
         Options::parse_from(base.iter().chain(extra))
     }
 
+    /// The message an option's value is refused with, at parse time.
+    fn refused(option: &str, value: &str) -> String {
+        let base = ["mercy", "--http", ":8000", "--wsgi-file", "a.py"];
+        let argument = format!("{option}={value}");
+        let error = Options::try_parse_from(base.iter().copied().chain([argument.as_str()]))
+            .expect_err(option)
+            .to_string();
+        error.lines().next().expect("one line").to_owned()
+    }
+
     #[test]
-    fn request_limits_out_of_range_are_refused_with_their_range() {
+    fn numbers_out_of_range_are_refused_with_the_option_and_its_range() {
         let cases = [
-            ("--post-buffering", "16777217", "between 0 and 16777216"),
-            ("--keep-alive", "3601", "between 0 and 3600"),
+            (
+                "--post-buffering",
+                "16777217",
+                "between 0 and 16777216 bytes",
+            ),
+            ("--keep-alive", "3601", "between 0 and 3600 seconds"),
             ("--socket-timeout", "0", "between 1 and 3600"),
             ("--limit-request-line", "16777217", "between 0 and 16777216"),
             ("--limit-request-fields", "32769", "between 0 and 32768"),
             (
                 "--limit-request-field-size",
-                "18446744073709551615",
+                "18446744073709551616",
                 "between 0",
             ),
+            ("--processes", "99999999999", "between 1 and 4096"),
+            ("--processes", "0", "between 1 and 4096"),
+            ("--threads", "4097", "between 1 and 4096"),
+            ("--gevent", "0", "between 1 and 1000000"),
+            ("--harakiri", "1e20", "between 0 and 31536000 seconds"),
+            (
+                "--harakiri",
+                "18446744073709551615",
+                "between 0 and 31536000",
+            ),
+            (
+                "--max-worker-lifetime",
+                "31536001",
+                "between 0 and 31536000",
+            ),
+            ("--max-worker-lifetime-delta", "99999999999", "between 0"),
+            ("--worker-reload-mercy", "0", "between 1 and 31536000"),
+            ("--spawn-timeout", "-1", "between 1 and 31536000"),
+            ("--harakiri-graceful-timeout", "1.5", "between 0"),
+            (
+                "--reload-on-rss",
+                "17592186044416",
+                "between 0 and 16777216 MB",
+            ),
+            ("--max-requests", "18446744073709551615", "between 0 and"),
+            ("--max-requests-delta", "1099511627777", "between 0 and"),
+            ("--listen", "4294967296", "between 1 and 2147483647"),
+            ("--max-vars", "0", "between 1 and 32768"),
+            ("--buffer-size", "63", "between 64 and 16777216 bytes"),
         ];
         for (option, value, range) in cases {
-            let error = options(&[option, value]).validate().expect_err(option);
-            let message = error.to_string();
-            assert!(message.starts_with(option), "{message}");
-            assert!(
-                message.contains(range) && message.contains(value),
-                "{message}"
-            );
+            let message = refused(option, value);
+            let expected = format!("error: {option} must be a whole number {range}");
+            assert!(message.starts_with(&expected), "{message}");
+            assert!(message.ends_with(&format!("got {value:?}")), "{message}");
         }
-        let edges = ["--post-buffering", "0", "--keep-alive", "0"];
+        let edges = [
+            "--post-buffering",
+            "0",
+            "--keep-alive",
+            "0",
+            "--harakiri",
+            "31536000",
+            "--processes",
+            "4096",
+        ];
         assert!(options(&edges).validate().is_ok());
     }
 
@@ -1041,13 +1105,5 @@ mod tests {
             ..reachable
         };
         assert!(reachable.unreachable_limits(|_| true).is_empty());
-    }
-
-    #[test]
-    fn zero_processes_is_refused() {
-        let options =
-            Options::parse_from(["mercy", "--http", ":8000", "--wsgi-file", "a.py", "-p", "0"]);
-        let error = options.validate().expect_err("zero processes is refused");
-        assert!(error.to_string().contains("--processes"), "{error}");
     }
 }

@@ -109,7 +109,15 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
 
     let environment = environment_options(&known);
     let mut strict = first.strict || environment.sets_strict();
-    let mut pairs = environment.options;
+    let mut pairs = Vec::new();
+    let mut environment_files = Vec::new();
+    for option in environment.options {
+        known.check_environment_value(&option)?;
+        if option.name == "ini" {
+            environment_files.push(split_section(&option.value));
+        }
+        pairs.push((option.name, Some(option.value)));
+    }
     let mut seen = pairs.clone();
     for (variable, name, value) in environment.placeholders {
         if strict {
@@ -119,10 +127,11 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
         placeholders.insert(name.clone(), value);
         notices.push(Notice::EnvironmentPlaceholder { variable, name });
     }
-    let files = first
-        .config_files
-        .iter()
-        .map(|path| (path.clone(), None))
+    // As uWSGI reads `UWSGI_INI` with the environment, before the command
+    // line, its files come first and the command line's override them.
+    let files = environment_files
+        .into_iter()
+        .chain(first.config_files.iter().map(|path| (path.clone(), None)))
         .chain(first.ini.iter().map(|spec| split_section(spec)));
     for (path, section) in files {
         let mut reader = IniReader {
@@ -164,6 +173,33 @@ pub fn load(args: Vec<String>) -> Result<Loaded, LoadError> {
     Ok(Loaded { options, notices })
 }
 
+/// Whether a clap error is about an option's value (one out of its range,
+/// or not a number), rather than the command line's shape.
+pub fn is_bad_value(error: &clap::Error) -> bool {
+    use clap::error::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    )
+}
+
+/// Whether `--log-json` was given in any source read so far, for an error
+/// found before the options are whole.
+pub fn log_json_requested() -> bool {
+    let in_command_line = std::env::args().any(|arg| arg == "--log-json");
+    let seen = seen_options()
+        .iter()
+        .any(|(name, value)| name == "log-json" && value.as_deref().is_none_or(is_true));
+    in_command_line || seen
+}
+
+/// The first line of a clap error, without its `error: ` prefix.
+pub fn clap_reason(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
 /// Notes a uWSGI option mercy has no option for, once per name.
 fn note(notices: &mut Vec<Notice>, name: &str) {
     let notice = match compat::treatment(name) {
@@ -200,8 +236,9 @@ fn push_argument(
     value: Option<String>,
 ) {
     if known.takes_value(name) {
-        arguments.push(format!("--{name}"));
-        arguments.push(value.unwrap_or_default());
+        // One argument, so that a value starting with `-` stays a value.
+        let value = value.unwrap_or_default();
+        arguments.push(format!("--{name}={value}"));
     } else if value.as_deref().is_none_or(is_true) {
         arguments.push(format!("--{name}"));
     }
@@ -216,10 +253,17 @@ fn is_true(value: &str) -> bool {
     )
 }
 
+/// An option set by an environment variable (`UWSGI_PROCESSES=4`).
+struct EnvironmentOption {
+    variable: String,
+    name: String,
+    value: String,
+}
+
 /// The options found in the environment.
 struct EnvironmentOptions {
-    /// `(option, value)` for names mercy or uWSGI know, sorted.
-    options: Vec<(String, Option<String>)>,
+    /// Options mercy or uWSGI know, sorted by variable.
+    options: Vec<EnvironmentOption>,
     /// `(variable, placeholder, value)` for `UWSGI_*` names that are no
     /// option.
     placeholders: Vec<(String, String, String)>,
@@ -229,7 +273,7 @@ impl EnvironmentOptions {
     fn sets_strict(&self) -> bool {
         self.options
             .iter()
-            .any(|(name, value)| name == "strict" && value.as_deref().is_none_or(is_true))
+            .any(|option| option.name == "strict" && is_true(&option.value))
     }
 }
 
@@ -254,7 +298,11 @@ fn environment_options(known: &KnownOptions) -> EnvironmentOptions {
         };
         let name = rest.to_ascii_lowercase().replace('_', "-");
         if known.is_own(&name) || compat::treatment(&name).is_some() {
-            found.options.push((name, Some(value)));
+            found.options.push(EnvironmentOption {
+                variable: key,
+                name,
+                value,
+            });
         } else if uwsgi && !name.is_empty() {
             found.placeholders.push((key, name, value));
         }
@@ -277,6 +325,7 @@ impl IniReader<'_> {
     fn read(&mut self, path: &Path, section: Option<&str>) -> Result<IniOptions, ConfigError> {
         let bad = |reason: String| ConfigError::Ini {
             path: path.to_owned(),
+            line: None,
             reason,
         };
         let text =
@@ -286,7 +335,14 @@ impl IniReader<'_> {
             enabled_escape: false,
             ..ParseOption::default()
         };
-        let ini = Ini::load_from_str_opt(&text, options).map_err(|e| bad(e.to_string()))?;
+        // Read first: it places the keys, and finds a section header
+        // without its `]` on its line (the parser would only see the end).
+        let mut lines = KeyLines::of(&text).map_err(|(line, reason)| ConfigError::Ini {
+            path: path.to_owned(),
+            line: Some(line),
+            reason,
+        })?;
+        let ini = Ini::load_from_str_opt(&text, options).map_err(|e| bad(e.msg.into_owned()))?;
         let sections: Vec<&str> = match section {
             Some(name) => vec![name],
             None => vec!["uwsgi", "mercy"],
@@ -306,9 +362,13 @@ impl IniReader<'_> {
         for name in sections {
             for properties in ini.section_all(Some(name)) {
                 for (key, raw) in properties.iter() {
+                    let place = IniPlace {
+                        path,
+                        line: lines.next(name, key),
+                    };
                     let value = expand(raw, self.placeholders, &earlier, &magic)
-                        .map_err(|reason| bad(format!("{key} = {raw}: {reason}")))?;
-                    self.key(path, key, value, &mut earlier, &mut read)?;
+                        .map_err(|reason| place.error(format!("{key} = {raw}: {reason}")))?;
+                    self.key(&place, key, value, &mut earlier, &mut read)?;
                 }
             }
         }
@@ -318,21 +378,20 @@ impl IniReader<'_> {
     /// One `key = value` line, its value expanded.
     fn key(
         &mut self,
-        path: &Path,
+        place: &IniPlace,
         key: &str,
         value: String,
         earlier: &mut HashMap<String, String>,
         (pairs, keys): &mut IniOptions,
     ) -> Result<(), ConfigError> {
-        let bad = |reason: String| ConfigError::Ini {
-            path: path.to_owned(),
-            reason,
-        };
+        let bad = |reason: String| place.error(reason);
+        let not_a_placeholder =
+            |value: &str| bad(format!("{key} = {value}: a placeholder is NAME=VALUE"));
         let (key, value) = match key {
             "set-ph" | "set-placeholder" => {
                 let (name, value) = value
                     .split_once('=')
-                    .ok_or_else(|| ConfigError::BadPlaceholder(value.clone()))?;
+                    .ok_or_else(|| not_a_placeholder(&value))?;
                 self.placeholders.insert(name.to_owned(), value.to_owned());
                 return Ok(());
             }
@@ -340,19 +399,24 @@ impl IniReader<'_> {
             // else a placeholder.
             "set" => match value.split_once('=') {
                 Some((name, value)) => (name.to_owned(), value.to_owned()),
-                None => return Err(ConfigError::BadPlaceholder(value)),
+                None => return Err(not_a_placeholder(&value)),
             },
             _ => (key.to_owned(), value),
         };
         if key == "ini" {
-            return self.nested(path, &value, pairs, keys);
+            return self.nested(place, &value, pairs, keys);
         }
         earlier.insert(key.clone(), value.clone());
         keys.push((key.clone(), Some(value.clone())));
         if key == "strict" && is_true(&value) {
             *self.strict = true;
         }
-        if self.known.is_own(&key) || compat::treatment(&key).is_some() {
+        if self.known.is_own(&key) {
+            self.known
+                .check_value(&key, &value)
+                .map_err(|reason| bad(format!("{key} = {value}: {reason}")))?;
+            pairs.push((key, Some(value)));
+        } else if compat::treatment(&key).is_some() {
             pairs.push((key, Some(value)));
         } else if *self.strict {
             return Err(bad(format!(
@@ -367,16 +431,15 @@ impl IniReader<'_> {
     /// `ini = other.ini[:section]` inside an ini file reads that file there.
     fn nested(
         &mut self,
-        path: &Path,
+        place: &IniPlace,
         spec: &str,
         pairs: &mut Vec<(String, Option<String>)>,
         keys: &mut Vec<(String, Option<String>)>,
     ) -> Result<(), ConfigError> {
         if self.depth >= MAX_INI_DEPTH {
-            return Err(ConfigError::Ini {
-                path: path.to_owned(),
-                reason: format!("ini = {spec}: files nest more than {MAX_INI_DEPTH} deep"),
-            });
+            return Err(place.error(format!(
+                "ini = {spec}: files nest more than {MAX_INI_DEPTH} deep"
+            )));
         }
         let (nested_path, section) = split_section(spec);
         let mut inner = IniReader {
@@ -389,6 +452,64 @@ impl IniReader<'_> {
         pairs.extend(inner_pairs);
         keys.extend(inner_keys);
         Ok(())
+    }
+}
+
+/// Where in an ini file a key was written.
+struct IniPlace<'a> {
+    path: &'a Path,
+    line: Option<usize>,
+}
+
+impl IniPlace<'_> {
+    fn error(&self, reason: String) -> ConfigError {
+        ConfigError::Ini {
+            path: self.path.to_owned(),
+            line: self.line,
+            reason,
+        }
+    }
+}
+
+/// The line numbers of each key of an ini file, by section and key in file
+/// order, found as the ini parser finds them (a key ends at the first `=`
+/// or `:`), so that the n-th value of a key read from a section is placed
+/// on the n-th line that sets it.
+struct KeyLines {
+    lines: HashMap<(String, String), std::collections::VecDeque<usize>>,
+}
+
+impl KeyLines {
+    fn of(text: &str) -> Result<Self, (usize, String)> {
+        let mut lines: HashMap<(String, String), std::collections::VecDeque<usize>> =
+            HashMap::new();
+        let mut section = String::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if let Some(header) = line.strip_prefix('[') {
+                let Some((name, _)) = header.split_once(']') else {
+                    return Err((index + 1, format!("{line}: a section header ends with ]")));
+                };
+                section = name.trim().to_owned();
+                continue;
+            }
+            if line.is_empty() || line.starts_with([';', '#']) {
+                continue;
+            }
+            let key = line.split(['=', ':']).next().unwrap_or(line).trim();
+            lines
+                .entry((section.clone(), key.to_owned()))
+                .or_default()
+                .push_back(index + 1);
+        }
+        Ok(Self { lines })
+    }
+
+    /// The line of the next value of `key` in `section`, if it was found.
+    fn next(&mut self, section: &str, key: &str) -> Option<usize> {
+        self.lines
+            .get_mut(&(section.to_owned(), key.to_owned()))?
+            .pop_front()
     }
 }
 
@@ -508,6 +629,33 @@ impl KnownOptions {
 
     fn is_own(&self, name: &str) -> bool {
         self.find(name).is_some()
+    }
+
+    /// Parses one option's value as the command line would, so that a bad
+    /// value is reported where it was written; the reason on error.
+    fn check_value(&self, name: &str, value: &str) -> Result<(), String> {
+        if !self.takes_value(name) {
+            return Ok(());
+        }
+        let arguments = ["mercy".to_owned(), format!("--{name}={value}")];
+        match self.command.clone().try_get_matches_from(arguments) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(clap_reason(&error)),
+        }
+    }
+
+    /// Refuses an environment variable whose value the option cannot take,
+    /// naming the variable.
+    fn check_environment_value(&self, option: &EnvironmentOption) -> Result<(), ConfigError> {
+        if !self.is_own(&option.name) {
+            return Ok(());
+        }
+        self.check_value(&option.name, &option.value)
+            .map_err(|reason| ConfigError::Environment {
+                variable: option.variable.clone(),
+                value: option.value.clone(),
+                reason,
+            })
     }
 
     fn takes_value(&self, name: &str) -> bool {

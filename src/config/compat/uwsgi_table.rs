@@ -27,7 +27,8 @@ pub const GROUPS: &[Group] = &[
             "stats-http", "master-fifo", "logto", "logto2", "chdir", "mount", "threads", "env",
             "enable-proxy-protocol", "version", "wsgi-file", "file", "module", "wsgi", "callable",
             "home", "virtualenv", "venv", "pyhome", "pythonpath", "python-path", "pp", "gevent",
-            "gevent-wait-for-hub", "http", "httprouter", "http-enable-proxy-protocol",
+            "gevent-wait-for-hub", "http", "httprouter", "http-enable-proxy-protocol", "uid",
+            "gid",
         ],
     },
     Group {
@@ -266,11 +267,12 @@ pub const GROUPS: &[Group] = &[
     },
     Group {
         treatment: Treatment::Unsupported(
-            "start mercy as the user and group it should run as (systemd User=/Group=, a \
-            container's USER)",
+            "use --uid and --gid (mercy drops to them after binding its sockets, with the \
+            user's groups), or start mercy as that user (systemd User=/Group=, a container's \
+            USER)",
         ),
         names: &[
-            "uid", "gid", "add-gid", "immediate-uid", "immediate-gid", "no-initgroups",
+            "add-gid", "immediate-uid", "immediate-gid", "no-initgroups",
             "master-as-root", "drop-after-init", "drop-after-apps",
         ],
     },
@@ -425,7 +427,7 @@ pub const GROUPS: &[Group] = &[
             "cache-expire-freq", "cache-report-freed-items", "cache-udp-server", "cache-udp-node",
             "cache-sync", "cache-use-last-modified", "add-cache-item", "load-file-in-cache",
             "load-file-in-cache-gzip", "cache2", "queue", "queue-blocksize", "queue-store",
-            "queue-store-sync", "ssl-sessions-use-cache", "ssl-session-use-cache", "check-cache",
+            "queue-store-sync", "check-cache",
         ],
     },
     Group {
@@ -946,7 +948,7 @@ pub const GROUPS: &[Group] = &[
             net.ipv4.*) or remove it",
         ),
         names: &[
-            "umask", "freebind", "map-socket", "so-keepalive", "so-send-timeout",
+            "freebind", "map-socket", "so-keepalive", "so-send-timeout",
             "socket-send-timeout", "so-write-timeout", "socket-write-timeout", "socket-sndbuf",
             "socket-rcvbuf", "shutdown-sockets", "close-on-exec2", "reuse-port", "tcp-fast-open",
             "tcp-fastopen", "tcp-fast-open-client", "tcp-fastopen-client",
@@ -985,11 +987,88 @@ pub const GROUPS: &[Group] = &[
             "remove the option: mercy replaces a worker as soon as one of its limits is reached",
         ),
         names: &[
-            "harakiri-graceful-signal", "harakiri-queue-threshold", "backtrace-depth",
+            "harakiri-graceful-signal", "harakiri-queue-threshold",
             "ignore-write-errors", "write-errors-tolerance", "write-errors-exception-only",
-            "disable-write-exception", "profiler", "reaper", "min-worker-lifetime", "no-server",
-            "command-mode", "propagate-touch", "check-interval", "binary-path", "use-abort",
-            "clock", "mode",
+            "disable-write-exception", "no-server", "command-mode", "propagate-touch",
+            "check-interval", "clock",
+        ],
+    },
+    Group {
+        treatment: Treatment::AlreadySo(
+            "the master always reaps its workers as they exit; no zombie is left",
+        ),
+        names: &[
+            "reaper",
+        ],
+    },
+    Group {
+        treatment: Treatment::AlreadySo(
+            "mercy starts its workers from /proc/self/exe, so it never needs its own path",
+        ),
+        names: &[
+            "binary-path",
+        ],
+    },
+    Group {
+        treatment: Treatment::AlreadySo(
+            "a free-form mode only uWSGI plugins read; mercy has none, so it changes nothing",
+        ),
+        names: &[
+            "mode",
+        ],
+    },
+    Group {
+        treatment: Treatment::Unsupported(
+            "profile the app from outside (py-spy) or inside it (cProfile); mercy has no built-in \
+            profiler",
+        ),
+        names: &[
+            "profiler",
+        ],
+    },
+    Group {
+        treatment: Treatment::Unsupported(
+            "remove the option: mercy prints no C backtrace; a harakiri logs the stuck request's \
+            whole Python stack",
+        ),
+        names: &[
+            "backtrace-depth",
+        ],
+    },
+    Group {
+        treatment: Treatment::Unsupported(
+            "remove the option: a crashing worker dies of its own signal, so the kernel writes a \
+            core dump when ulimit -c (systemd LimitCORE=) allows it",
+        ),
+        names: &[
+            "use-abort",
+        ],
+    },
+    Group {
+        treatment: Treatment::Unsupported(
+            "remove the option: mercy retires a worker only once its replacement is ready, and \
+            waits longer before respawning a worker that keeps dying young",
+        ),
+        names: &[
+            "min-worker-lifetime",
+        ],
+    },
+    Group {
+        treatment: Treatment::Unsupported(
+            "set the umask of what starts mercy (systemd UMask=, umask in the shell); use \
+            --chmod-socket for the sockets' permissions",
+        ),
+        names: &[
+            "umask",
+        ],
+    },
+    Group {
+        treatment: Treatment::Unsupported(
+            "mercy does not serve TLS: terminate it in the front proxy, which keeps its own TLS \
+            session cache",
+        ),
+        names: &[
+            "ssl-sessions-use-cache", "ssl-session-use-cache",
         ],
     },
 ];
