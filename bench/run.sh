@@ -6,10 +6,10 @@
 #   1. installs the peers into bench/.venv (made by the Python mercy embeds),
 #      wrk (Debian) and oha (crates.io), if missing;
 #   2. builds mercy and bench/ceiling in release mode;
-#   3. runs bench/harness.py: every scenario against every server, servers
-#      alternated, a warm-up, --rounds rounds, the median reported;
-#   4. runs bench/profile.sh: where a mercy worker's CPU time goes per
-#      request (bench/profile.md).
+#   3. runs bench/profile.sh: where a mercy worker's CPU time goes per
+#      request (bench/profile.md), which the report quotes;
+#   4. runs bench/harness.py: every scenario against every server, servers
+#      alternated, a warm-up, --rounds rounds, the median reported.
 #
 # Usage: bash bench/run.sh [--smoke] [--rounds N] [harness options...]
 #   --smoke   one short round, mercy and gunicorn, hello world only; checks
@@ -151,8 +151,9 @@ if ((smoke)); then
     done
     say "smoke run passed: $out/results.md"
 else
+    # Where a worker's CPU time goes, for the goals the tables show missed:
+    # first, so that the report can quote the profile of this very build.
+    bash "$BENCH/profile.sh" || say "profiling failed: bench/profile.md not updated"
     "$VENV/bin/python" "$BENCH/harness.py" --rounds "$rounds" --run-args="$run_args" \
         "${harness_args[@]}"
-    # Where a worker's CPU time goes, for the goals the tables show missed.
-    bash "$BENCH/profile.sh" || say "profiling failed: bench/profile.md not updated"
 fi
