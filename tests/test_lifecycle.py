@@ -291,6 +291,47 @@ def test_shutdown_hooks_run_once_and_tracked_work_finishes(mercy, tmp_path, rout
     server.assert_no_events("mercy_expired", "killed")
 
 
+SHUTDOWN_ORDER = ["on_shutdown-1", "on_shutdown-2", "on_shutdown-3", "uwsgi.atexit",
+                  "atexit-second", "atexit-first"]
+
+
+@pytest.mark.parametrize("mode", [("--threads", "2"), ("--gevent", "10")],
+                         ids=["threads", "gevent"])
+def test_shutdown_hooks_run_in_the_documented_order_once_each(mercy, tmp_path, mode):
+    """Retirement step 4, in threads and in gevent mode, for the 2 workers
+    retired by a reload and the 2 retired by SIGTERM: every worker runs its
+    `mercy.on_shutdown` hooks in registration order (one of them raises:
+    the next still runs, and the error is logged with its traceback), then
+    `uwsgi.atexit`, then the app's `atexit.register` handlers in Python's
+    own order (last registered first), each exactly once."""
+    output = tmp_path / "output"
+    output.mkdir()
+    server = mercy("--wsgi-file", APPS / "shutdown_order.py", "--processes", "2", *mode,
+                   env={"MERCY_TEST_DIR": str(output)})
+    first = set(server.worker_pids().values())
+    assert server.get("/pid").json()["pid"] in first
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    for pid in first:
+        server.wait_event("retired", worker_pid=pid)
+    second = set(server.worker_pids().values())
+    assert len(second) == 2 and second.isdisjoint(first)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    lines = (output / "order.log").read_text().splitlines()
+    by_pid: dict = {}
+    for line in lines:
+        hook, pid = line.rsplit(" ", 1)
+        by_pid.setdefault(int(pid), []).append(hook)
+    assert by_pid == {pid: SHUTDOWN_ORDER for pid in first | second}, lines
+    for pid in first | second:
+        [failed] = server.events("app_error", worker_pid=pid)
+        assert "a failing on_shutdown hook" in failed["traceback"], failed
+    server.assert_no_events("mercy_expired", "killed")
+
+
 def test_a_thread_started_in_a_request_is_waited_for_as_python_would(mercy, tmp_path):
     """A `threading.Thread` an app starts while serving a request is not a
     daemon (as under any Python server whose request threads are not
