@@ -19,6 +19,14 @@ RELOADS = 5
 BASIC_APP = APPS / "basic.py"
 HOOKS_APP = APPS / "hooks.py"
 SWITCH_APP = APPS / "startup_switch.py"
+GEVENT_APP = APPS / "gevent_basic.py"
+
+# The same shutdown guarantees hold in both concurrency modes: tests marked
+# with this run once with 2 threads and once with 2 greenlets per worker.
+# Both apps serve /pid and /slow alike.
+BOTH_MODES = pytest.mark.parametrize(
+    "app, mode", [(BASIC_APP, ("--threads", "2")), (GEVENT_APP, ("--gevent", "2"))],
+    ids=["threads", "gevent"])
 
 
 class ClientLoop(threading.Thread):
@@ -227,10 +235,11 @@ def test_crashed_worker_is_respawned(mercy):
         assert response.json()["pid"] == new_pid
 
 
-def test_ctrl_c_to_the_process_group_stops_everything(mercy):
+@BOTH_MODES
+def test_ctrl_c_to_the_process_group_stops_everything(mercy, app, mode):
     """SIGINT sent to the whole process group, as a terminal does on Ctrl-C:
     mercy exits with status 0 and none of its workers is left running."""
-    server = mercy("--wsgi-file", APPS / "basic.py", "--processes", "2")
+    server = mercy("--wsgi-file", app, "--processes", "2", *mode)
     workers = set(server.worker_pids().values())
     assert len(workers) == 2
     assert workers <= server.child_pids()
@@ -484,13 +493,14 @@ def read_response(sock: socket.socket, pending: bytearray):
     return int(status_line.split()[1]), headers, rest[:length]
 
 
-def test_idle_keep_alive_connection_is_answered_with_close_not_cut(mercy):
+@BOTH_MODES
+def test_idle_keep_alive_connection_is_answered_with_close_not_cut(mercy, app, mode):
     """A keep-alive connection served one request and sits idle when SIGHUP
     retires its worker. The next request on it is served by that worker
     with 200 and `Connection: close` (the worker may need a moment to learn
     that it retires: until then its answers keep the connection open), and
     then the worker closes the connection cleanly: no reset."""
-    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--keep-alive", "120")
+    server = mercy("--wsgi-file", app, "--processes", "1", "--keep-alive", "120", *mode)
     request = b"GET /pid HTTP/1.1\r\nHost: mercy-test\r\n\r\n"
     pending = bytearray()
     with server.connect() as sock:
@@ -540,12 +550,15 @@ def test_untracked_daemon_thread_never_delays_a_reload_or_a_stop(mercy):
     server.assert_no_events("mercy_expired", "killed")
 
 
-def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path):
-    """Both threads of the only worker are held, five more connections wait
-    (one request taken, the rest in the kernel's queue), then SIGTERM: once
-    the held requests are released, every queued connection is answered
-    200, and mercy exits with status 0 without killing anyone."""
-    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2")
+@BOTH_MODES
+def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path, app, mode):
+    """Both threads (or both greenlets) of the only worker are held, five
+    more connections wait (one request taken, the rest in the kernel's
+    queue), then SIGTERM: once the held requests are released, every queued
+    connection is answered 200 by that worker, and mercy exits with status
+    0 without killing anyone."""
+    server = mercy("--wsgi-file", app, "--processes", "1", *mode)
+    [worker_pid] = server.worker_pids().values()
     release = tmp_path / "release"
     held = [slow_request(server, tmp_path / f"started-{n}", release, 0) for n in range(2)]
     for n in range(2):
@@ -553,7 +566,7 @@ def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path):
     queued = []
     for _ in range(5):
         sock = server.connect(timeout=120)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: mercy-test\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: mercy-test\r\nConnection: close\r\n\r\n")
         queued.append(sock)
 
     server.send_signal(signal.SIGTERM)
@@ -568,7 +581,9 @@ def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path):
                 chunks.append(chunk)
         answers.append(b"".join(chunks))
     for answer in answers:
-        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"hello"), answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), answer
+        assert json.loads(body)["pid"] == worker_pid, answer
     for thread, result in held:
         thread.join(timeout=120)
         assert result["response"].status == 200, result
