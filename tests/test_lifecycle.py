@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -233,6 +234,53 @@ def test_crashed_worker_is_respawned(mercy):
         response = server.get("/pid")
         assert response.status == 200
         assert response.json()["pid"] == new_pid
+
+
+def test_mercy_expired_lists_each_unfinished_request_in_threads_mode(mercy, tmp_path):
+    """Threads mode, mercy 3 s: a GET and a POST that never finish (held by
+    the app) when SIGTERM arrives. The worker logs `mercy_expired` in step 2
+    (finishing in-flight requests), listing each request on a line of its
+    own with its method, path and age, and the stack of the threads running
+    them; then the master kills it, mercy exits with status 0, and neither
+    request was answered."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "3",
+                   "--worker-reload-mercy", "3")
+    never = tmp_path / "never-released"
+    markers = [tmp_path / "started-get", tmp_path / "started-post"]
+    results = []
+    for method, marker in zip(("GET", "POST"), markers):
+        result = {}
+
+        def run(method=method, marker=marker, result=result):
+            try:
+                result["response"] = server.request(
+                    method, f"/slow?marker={marker}&release={never}", timeout=120)
+            except Exception as error:  # noqa: BLE001 - reported by the test
+                result["error"] = f"{type(error).__name__}: {error}"
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        results.append((thread, result))
+    [worker_pid] = {int(wait_for_file(marker).read_text()) for marker in markers}
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    [expired] = server.wait_event("mercy_expired", worker_pid=worker_pid)
+    [killed] = server.wait_event("killed", worker_pid=worker_pid)
+    assert server.event_index(expired) < server.event_index(killed)
+    assert str(expired["step"]).startswith("2"), expired["step"]
+    lines = str(expired["requests"]).splitlines()
+    assert len(lines) == 2, lines
+    age = r"\(running for \d+\.\d+s\)"
+    assert sorted(re.sub(age, "AGE", line) for line in lines) == [
+        "GET /slow AGE", "POST /slow AGE"], lines
+    threads = str(expired["threads"])
+    assert threads.count("in _slow") == 2, threads
+    assert "basic.py" in threads
+    for thread, result in results:
+        thread.join(timeout=60)
+        assert "response" not in result, "a held request cannot have been answered"
 
 
 @BOTH_MODES
