@@ -839,6 +839,47 @@ def test_mercy_expired_names_a_held_request_and_the_step_it_holds_up(mercy, tmp_
     assert "value" not in result, "the held request cannot have been answered"
 
 
+def test_max_requests_recycles_gevent_workers_without_a_failed_request(mercy):
+    """--max-requests 20 with --gevent 10, 2 workers, while a keep-alive
+    client and a connection-per-request client send requests without pause:
+    every first-generation worker is recycled (`recycling` naming
+    --max-requests), its replacement is `ready` before it is `retiring`,
+    and it is `retired`, never killed; replacements answer, and not one
+    request fails."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "2", "--gevent", "10",
+                   "--max-requests", "20")
+    first = server.worker_pids()
+    loops = [ClientLoop(server, "/pid", keep_alive=True),
+             ClientLoop(server, "/pid", keep_alive=False)]
+    for loop in loops:
+        loop.start()
+    try:
+        for pid in first.values():
+            server.wait_event("retired", worker_pid=pid, timeout=120)
+        for loop in loops:
+            wait_until(lambda: loop.saw_any(set(server.worker_pids().values())), 60,
+                       "an answer from a replacement")
+    finally:
+        for loop in loops:
+            loop.stopping.set()
+        for loop in loops:
+            loop.join(timeout=60)
+
+    for loop in loops:
+        assert loop.failures == [], f"keep_alive={loop.keep_alive}: {loop.failures[:10]}"
+    records = server.records()
+    position = {id(record): index for index, record in enumerate(records)}
+    for worker_id, pid in first.items():
+        [recycling] = server.events("recycling", worker_pid=pid)
+        assert "--max-requests (20) reached" in str(recycling["reason"]), recycling
+        replacement = next(r for r in server.events("spawned", worker_id=worker_id)
+                           if position[id(r)] > position[id(recycling)])
+        [ready] = server.events("ready", worker_pid=replacement["worker.pid"])
+        [retiring] = server.events("retiring", worker_pid=pid)
+        assert position[id(ready)] < position[id(retiring)], (worker_id, ready, retiring)
+    server.assert_no_events("killed", "died", "mercy_expired", "respawned")
+
+
 def test_failed_reload_keeps_the_old_generation_serving(mercy, tmp_path):
     """gevent mode: the app file is broken after a good start, then SIGHUP:
     the reload fails with `reload_failed`, and the same old workers, same

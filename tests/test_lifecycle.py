@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,14 @@ RELOADS = 5
 BASIC_APP = APPS / "basic.py"
 HOOKS_APP = APPS / "hooks.py"
 SWITCH_APP = APPS / "startup_switch.py"
+GEVENT_APP = APPS / "gevent_basic.py"
+
+# The same shutdown guarantees hold in both concurrency modes: tests marked
+# with this run once with 2 threads and once with 2 greenlets per worker.
+# Both apps serve /pid and /slow alike.
+BOTH_MODES = pytest.mark.parametrize(
+    "app, mode", [(BASIC_APP, ("--threads", "2")), (GEVENT_APP, ("--gevent", "2"))],
+    ids=["threads", "gevent"])
 
 
 class ClientLoop(threading.Thread):
@@ -227,10 +236,58 @@ def test_crashed_worker_is_respawned(mercy):
         assert response.json()["pid"] == new_pid
 
 
-def test_ctrl_c_to_the_process_group_stops_everything(mercy):
+def test_mercy_expired_lists_each_unfinished_request_in_threads_mode(mercy, tmp_path):
+    """Threads mode, mercy 3 s: a GET and a POST that never finish (held by
+    the app) when SIGTERM arrives. The worker logs `mercy_expired` in step 2
+    (finishing in-flight requests), listing each request on a line of its
+    own with its method, path and age, and the stack of the threads running
+    them; then the master kills it, mercy exits with status 0, and neither
+    request was answered."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "3",
+                   "--worker-reload-mercy", "3")
+    never = tmp_path / "never-released"
+    markers = [tmp_path / "started-get", tmp_path / "started-post"]
+    results = []
+    for method, marker in zip(("GET", "POST"), markers):
+        result = {}
+
+        def run(method=method, marker=marker, result=result):
+            try:
+                result["response"] = server.request(
+                    method, f"/slow?marker={marker}&release={never}", timeout=120)
+            except Exception as error:  # noqa: BLE001 - reported by the test
+                result["error"] = f"{type(error).__name__}: {error}"
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        results.append((thread, result))
+    [worker_pid] = {int(wait_for_file(marker).read_text()) for marker in markers}
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    [expired] = server.wait_event("mercy_expired", worker_pid=worker_pid)
+    [killed] = server.wait_event("killed", worker_pid=worker_pid)
+    assert server.event_index(expired) < server.event_index(killed)
+    assert str(expired["step"]).startswith("2"), expired["step"]
+    lines = str(expired["requests"]).splitlines()
+    assert len(lines) == 2, lines
+    age = r"\(running for \d+\.\d+s\)"
+    assert sorted(re.sub(age, "AGE", line) for line in lines) == [
+        "GET /slow AGE", "POST /slow AGE"], lines
+    threads = str(expired["threads"])
+    assert threads.count("in _slow") == 2, threads
+    assert "basic.py" in threads
+    for thread, result in results:
+        thread.join(timeout=60)
+        assert "response" not in result, "a held request cannot have been answered"
+
+
+@BOTH_MODES
+def test_ctrl_c_to_the_process_group_stops_everything(mercy, app, mode):
     """SIGINT sent to the whole process group, as a terminal does on Ctrl-C:
     mercy exits with status 0 and none of its workers is left running."""
-    server = mercy("--wsgi-file", APPS / "basic.py", "--processes", "2")
+    server = mercy("--wsgi-file", app, "--processes", "2", *mode)
     workers = set(server.worker_pids().values())
     assert len(workers) == 2
     assert workers <= server.child_pids()
@@ -288,6 +345,47 @@ def test_shutdown_hooks_run_once_and_tracked_work_finishes(mercy, tmp_path, rout
     for task in tasks:
         assert lines.index(f"task-done {task} {task_pid}") < lines.index(f"shutdown {task_pid}")
         assert (output / f"{task}-task.txt").read_text().splitlines() == expected_task_file
+    server.assert_no_events("mercy_expired", "killed")
+
+
+SHUTDOWN_ORDER = ["on_shutdown-1", "on_shutdown-2", "on_shutdown-3", "uwsgi.atexit",
+                  "atexit-second", "atexit-first"]
+
+
+@pytest.mark.parametrize("mode", [("--threads", "2"), ("--gevent", "10")],
+                         ids=["threads", "gevent"])
+def test_shutdown_hooks_run_in_the_documented_order_once_each(mercy, tmp_path, mode):
+    """Retirement step 4, in threads and in gevent mode, for the 2 workers
+    retired by a reload and the 2 retired by SIGTERM: every worker runs its
+    `mercy.on_shutdown` hooks in registration order (one of them raises:
+    the next still runs, and the error is logged with its traceback), then
+    `uwsgi.atexit`, then the app's `atexit.register` handlers in Python's
+    own order (last registered first), each exactly once."""
+    output = tmp_path / "output"
+    output.mkdir()
+    server = mercy("--wsgi-file", APPS / "shutdown_order.py", "--processes", "2", *mode,
+                   env={"MERCY_TEST_DIR": str(output)})
+    first = set(server.worker_pids().values())
+    assert server.get("/pid").json()["pid"] in first
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    for pid in first:
+        server.wait_event("retired", worker_pid=pid)
+    second = set(server.worker_pids().values())
+    assert len(second) == 2 and second.isdisjoint(first)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+
+    lines = (output / "order.log").read_text().splitlines()
+    by_pid: dict = {}
+    for line in lines:
+        hook, pid = line.rsplit(" ", 1)
+        by_pid.setdefault(int(pid), []).append(hook)
+    assert by_pid == {pid: SHUTDOWN_ORDER for pid in first | second}, lines
+    for pid in first | second:
+        [failed] = server.events("app_error", worker_pid=pid)
+        assert "a failing on_shutdown hook" in failed["traceback"], failed
     server.assert_no_events("mercy_expired", "killed")
 
 
@@ -443,13 +541,14 @@ def read_response(sock: socket.socket, pending: bytearray):
     return int(status_line.split()[1]), headers, rest[:length]
 
 
-def test_idle_keep_alive_connection_is_answered_with_close_not_cut(mercy):
+@BOTH_MODES
+def test_idle_keep_alive_connection_is_answered_with_close_not_cut(mercy, app, mode):
     """A keep-alive connection served one request and sits idle when SIGHUP
     retires its worker. The next request on it is served by that worker
     with 200 and `Connection: close` (the worker may need a moment to learn
     that it retires: until then its answers keep the connection open), and
     then the worker closes the connection cleanly: no reset."""
-    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--keep-alive", "120")
+    server = mercy("--wsgi-file", app, "--processes", "1", "--keep-alive", "120", *mode)
     request = b"GET /pid HTTP/1.1\r\nHost: mercy-test\r\n\r\n"
     pending = bytearray()
     with server.connect() as sock:
@@ -499,12 +598,15 @@ def test_untracked_daemon_thread_never_delays_a_reload_or_a_stop(mercy):
     server.assert_no_events("mercy_expired", "killed")
 
 
-def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path):
-    """Both threads of the only worker are held, five more connections wait
-    (one request taken, the rest in the kernel's queue), then SIGTERM: once
-    the held requests are released, every queued connection is answered
-    200, and mercy exits with status 0 without killing anyone."""
-    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2")
+@BOTH_MODES
+def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path, app, mode):
+    """Both threads (or both greenlets) of the only worker are held, five
+    more connections wait (one request taken, the rest in the kernel's
+    queue), then SIGTERM: once the held requests are released, every queued
+    connection is answered 200 by that worker, and mercy exits with status
+    0 without killing anyone."""
+    server = mercy("--wsgi-file", app, "--processes", "1", *mode)
+    [worker_pid] = server.worker_pids().values()
     release = tmp_path / "release"
     held = [slow_request(server, tmp_path / f"started-{n}", release, 0) for n in range(2)]
     for n in range(2):
@@ -512,7 +614,7 @@ def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path):
     queued = []
     for _ in range(5):
         sock = server.connect(timeout=120)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: mercy-test\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: mercy-test\r\nConnection: close\r\n\r\n")
         queued.append(sock)
 
     server.send_signal(signal.SIGTERM)
@@ -527,7 +629,9 @@ def test_graceful_stop_serves_every_queued_connection(mercy, tmp_path):
                 chunks.append(chunk)
         answers.append(b"".join(chunks))
     for answer in answers:
-        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"hello"), answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), answer
+        assert json.loads(body)["pid"] == worker_pid, answer
     for thread, result in held:
         thread.join(timeout=120)
         assert result["response"].status == 200, result

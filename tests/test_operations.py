@@ -606,6 +606,50 @@ def test_max_requests_recycles_every_worker_without_a_reset(mercy):
     server.assert_no_events("killed", "died", "mercy_expired", "respawned")
 
 
+def test_max_requests_recycling_is_bounded_by_the_mercy_deadline(mercy, tmp_path):
+    """--max-requests 1 --worker-reload-mercy 2, 1 worker of 2 threads: a
+    request that never finishes holds one thread while a client sends
+    requests without pause on new connections. The worker is recycled
+    (`recycling` naming --max-requests), its replacement is ready before it
+    is told to retire, and since the held request never ends, it logs
+    `mercy_expired` naming that request, and only then is it killed. Every
+    other request is answered 200; no other worker is killed or expires."""
+    server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2",
+                   "--max-requests", "1", "--worker-reload-mercy", "2")
+    marker = tmp_path / "held"
+    held = held_request(server.port, b"/hold/stuck", marker, tmp_path / "never-released")
+    stuck_pid = int(wait_for_file(marker).read_text())
+    loop = ClientLoop(server.port, keep_alive=False)
+    loop.start()
+    try:
+        server.wait_event("killed", worker_pid=stuck_pid, timeout=120)
+        wait_until(lambda: loop.saw(set(server.worker_pids().values())), 60,
+                   "an answer from a worker serving after the kill")
+    finally:
+        loop.stop()
+    held["thread"].join(timeout=60)
+
+    assert loop.failures == [], loop.failures[:10]
+    assert loop.answers() > 0
+    assert not held.get("data"), f"the held request cannot have been answered: {held}"
+    records = server.records()
+    [recycling] = index_of(records, "recycling", **{"worker.pid": stuck_pid})
+    assert "--max-requests (1) reached" in str(records[recycling]["reason"]), records[recycling]
+    replacement = next(i for i in index_of(records, "spawned", **{"worker.id": 1})
+                       if i > recycling)
+    [ready] = index_of(records, "ready", **{"worker.pid": records[replacement]["worker.pid"]})
+    [retiring] = index_of(records, "retiring", **{"worker.pid": stuck_pid})
+    [expired] = index_of(records, "mercy_expired")
+    [killed] = index_of(records, "killed")
+    assert recycling < ready < retiring < expired < killed, (
+        recycling, ready, retiring, expired, killed)
+    assert int(records[expired]["worker.pid"]) == stuck_pid
+    assert int(records[killed]["worker.pid"]) == stuck_pid
+    assert "GET /hold/stuck" in str(records[expired]["requests"]), records[expired]
+    assert str(records[expired]["step"]).startswith("2"), records[expired]
+    server.assert_no_events("died", "respawned")
+
+
 def test_max_requests_delta_spreads_the_limits_by_worker_id(mercy):
     """--max-requests 5 --max-requests-delta 5, 2 workers of 1 thread:
     worker i is recycled after 5 + i * 5 requests (uWSGI's formula), so
