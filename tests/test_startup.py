@@ -245,6 +245,44 @@ def test_pythonpath_folders_are_importable(mercy, tmp_path):
         next(p for p in path if p.endswith("site-packages")))
 
 
+def test_pythonpath_glob_adds_every_match_sorted(mercy, tmp_path):
+    """`--pythonpath 'libs/*'` puts every match on sys.path, sorted, where
+    the pattern stood (before a plain --pythonpath given after it), and a
+    module in a matched folder imports; the pattern itself is not on
+    sys.path and no `pythonpath_unmatched` warning is logged."""
+    libs = tmp_path / "libs"
+    for name in ("zeta", "alpha", "mid"):
+        (libs / name).mkdir(parents=True)
+    (libs / "mid" / "mercy_test_glob_probe.py").write_text("WHERE = 'glob'\n")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    server = mercy("--wsgi-file", PATHS_APP, "--pythonpath", libs / "*", "--pythonpath", plain)
+
+    path = server.get("/paths").json()["path"]
+    expected = [str(libs / name) for name in ("alpha", "mid", "zeta")] + [str(plain)]
+    assert [p for p in path if p in expected] == expected
+    assert path.index(str(plain)) < path.index(
+        next(p for p in path if p.endswith("site-packages")))
+    assert str(libs / "*") not in path
+    probe = server.get("/import?name=mercy_test_glob_probe").json()
+    assert probe.get("file") == str(libs / "mid" / "mercy_test_glob_probe.py"), probe
+    server.assert_no_events("pythonpath_unmatched")
+
+
+def test_pythonpath_glob_that_matches_nothing_is_a_warning(mercy, tmp_path):
+    """A --pythonpath pattern matching nothing: the master logs one
+    `pythonpath_unmatched` warning naming the pattern, the worker starts and
+    serves, and the pattern is not on sys.path."""
+    pattern = tmp_path / "nothing-here" / "*"
+    server = mercy("--wsgi-file", PATHS_APP, "--pythonpath", pattern)
+
+    path = server.get("/paths").json()["path"]
+    assert str(pattern) not in path
+    [warning] = server.wait_event("pythonpath_unmatched")
+    assert warning["pattern"] == str(pattern)
+    assert warning["level"] == "WARN"
+
+
 # --- loading the app ------------------------------------------------------------------
 
 

@@ -2,10 +2,12 @@
 
 mod address;
 pub mod compat;
+mod pythonpath;
 mod sources;
 mod whole;
 
 pub use address::ListenAddress;
+pub use pythonpath::report_unmatched as report_unmatched_pythonpath;
 pub use sources::{
     clap_reason, is_bad_value, load, log_json_requested, seen_options, LoadError, Loaded, Notice,
 };
@@ -167,7 +169,8 @@ pub struct Options {
     )]
     pub virtualenv: Option<PathBuf>,
 
-    /// A folder added to the front of `sys.path`. Repeatable.
+    /// A folder added to the front of `sys.path`, or a glob pattern
+    /// (`'/srv/libs/*'`) adding every path it matches, sorted. Repeatable.
     #[arg(long, aliases = ["python-path", "pp"], value_name = "DIR")]
     pub pythonpath: Vec<PathBuf>,
 
@@ -389,7 +392,10 @@ pub struct Config {
     pub reload_mercy: Duration,
     pub spawn_timeout: Duration,
     pub virtualenv: Option<PathBuf>,
+    /// The `--pythonpath` folders, glob patterns replaced by their matches.
     pub pythonpath: Vec<PathBuf>,
+    /// The `--pythonpath` glob patterns that matched nothing.
+    pub pythonpath_unmatched: Vec<PathBuf>,
     pub chdir: Option<PathBuf>,
     pub backlog: u32,
     pub keep_alive: Duration,
@@ -576,6 +582,8 @@ impl Options {
             check_virtualenv(path)?;
         }
 
+        let (pythonpath, pythonpath_unmatched) = pythonpath::expand(self.pythonpath);
+
         Ok(Config {
             listen,
             max_vars: self.max_vars,
@@ -589,7 +597,8 @@ impl Options {
             reload_mercy: Duration::from_secs(self.worker_reload_mercy),
             spawn_timeout: Duration::from_secs(self.spawn_timeout),
             virtualenv,
-            pythonpath: self.pythonpath,
+            pythonpath,
+            pythonpath_unmatched,
             chdir: self.chdir,
             backlog,
             keep_alive: Duration::from_secs(self.keep_alive),

@@ -378,6 +378,7 @@ impl Master {
             .options
             .validate()
             .map_err(|error| error.to_string())?;
+        crate::config::report_unmatched_pythonpath(&config.pythonpath_unmatched);
         if config.listen != self.config.listen {
             warn!("the sockets in the configuration changed: that needs a restart; serving on the old ones");
         }
