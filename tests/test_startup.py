@@ -330,6 +330,20 @@ def app_package(tmp_path) -> Path:
         "\n"
         "def custom_app(environ, start_response):\n"
         "    return _answer(start_response, b'custom')\n"
+        "\n"
+        "factory_calls = []\n"
+        "\n"
+        "def make_app(*args, **kwargs):\n"
+        "    factory_calls.append((args, kwargs))\n"
+        "    def app(environ, start_response):\n"
+        "        return _answer(start_response, b'factory %r' % (factory_calls,))\n"
+        "    return app\n"
+        "\n"
+        "def broken_factory():\n"
+        "    raise RuntimeError('mercy_test_factory_failed')\n"
+        "\n"
+        "def factory_of_nothing():\n"
+        "    return None\n"
     )
     return root
 
@@ -339,13 +353,42 @@ def app_package(tmp_path) -> Path:
     (["--module", "mercy_test_pkg.web", "--callable", "custom_app"], b"custom"),
     (["--wsgi", "mercy_test_pkg.web"], b"default"),
     (["--wsgi-file", "mercy_test_pkg/web.py", "--callable", "custom_app"], b"custom"),
+    (["--module", "mercy_test_pkg.web:make_app()"], b"factory [((), {})]"),
+    (["--module", "mercy_test_pkg.web", "--callable", "make_app()"], b"factory [((), {})]"),
+    (["--wsgi-file", "mercy_test_pkg/web.py", "--callable", "make_app()"],
+     b"factory [((), {})]"),
 ])
 def test_app_is_found_by_module_file_and_callable(mercy, app_package, how, body):
     """`--module pkg.mod:callable`, `--module` with `--callable NAME`, the
     `--wsgi` alias (callable `application`) and `--wsgi-file` with
     `--callable` each load the callable they name (the package is found
-    from --chdir, the file relative to it)."""
+    from --chdir, the file relative to it). A name ending in "()" is an app
+    factory: called once, with no arguments, and what it returns serves
+    every request."""
     server = mercy("--chdir", app_package, *how)
 
-    response = server.get("/")
-    assert (response.status, response.body) == (200, body)
+    for _ in range(3):
+        response = server.get("/")
+        assert (response.status, response.body) == (200, body)
+
+
+@pytest.mark.parametrize("spec, error", [
+    ("mercy_test_pkg.web:broken_factory()", "RuntimeError: mercy_test_factory_failed"),
+    ("mercy_test_pkg.web:factory_of_nothing()", "factory_of_nothing() returned a NoneType"),
+    ("mercy_test_pkg.web:no_such_factory()", "no callable named 'no_such_factory'"),
+])
+def test_app_factory_that_fails_ends_first_start_with_status_3(mercy, app_package, spec,
+                                                               error):
+    """`--module pkg.mod:factory()` whose factory raises, returns something
+    that is not callable, or does not exist: exit status 3 at first start,
+    and `app_load_failed` says why (a raising factory's traceback names the
+    app's file)."""
+    server = mercy("--chdir", app_package, "--module", spec, ready=0)
+
+    assert server.wait_exit() == 3
+    [failure, *_] = server.wait_event("app_load_failed")
+    assert error in failure["error"], failure
+    if "broken_factory" in spec:
+        assert "web.py" in failure["traceback"], failure
+        assert "broken_factory" in failure["traceback"], failure
+    server.assert_no_events("ready")

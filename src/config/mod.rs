@@ -105,7 +105,8 @@ pub struct Options {
     #[arg(long, value_name = "PATH", visible_alias = "file")]
     pub wsgi_file: Option<PathBuf>,
 
-    /// Load the WSGI app from this module (`pkg.mod` or `pkg.mod:callable`).
+    /// Load the WSGI app from this module (`pkg.mod` or `pkg.mod:callable`;
+    /// `pkg.mod:factory()` calls `factory` once and serves what it returns).
     #[arg(long, visible_alias = "wsgi", value_name = "MODULE")]
     pub module: Option<String>,
 
@@ -121,7 +122,8 @@ pub struct Options {
     #[arg(long)]
     pub manage_script_name: bool,
 
-    /// The name of the WSGI callable in the app's module.
+    /// The name of the WSGI callable in the app's module; `NAME()` calls
+    /// that app factory once, with no arguments, at load.
     #[arg(long, default_value = "application", value_name = "NAME")]
     pub callable: String,
 
