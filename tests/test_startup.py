@@ -210,6 +210,21 @@ def test_virtualenv_orders_site_packages_as_its_own_python_does(
     assert os.path.realpath(probe["file"]).startswith(site_packages + os.sep), probe
 
 
+def test_home_is_virtualenv(mercy, tmp_path):
+    """uWSGI's `--home VENV` makes the worker use that virtualenv as
+    --virtualenv does: sys.prefix is the virtualenv, its site-packages is
+    the only one, and a module installed only there imports from it."""
+    venv = tmp_path / "venv"
+    site_packages = os.path.realpath(make_virtualenv(venv, system_site_packages=False))
+    server = mercy("--wsgi-file", PATHS_APP, "--home", venv)
+
+    info = server.get("/paths").json()
+    assert site_folders(info["path"]) == [site_packages]
+    assert os.path.realpath(info["prefix"]) == os.path.realpath(venv)
+    probe = server.get(f"/import?name={VENV_PROBE}").json()
+    assert os.path.realpath(probe["file"]).startswith(site_packages + os.sep), probe
+
+
 def test_virtual_env_variable_is_used_without_the_option(mercy, tmp_path):
     """No --virtualenv, VIRTUAL_ENV set (as an activated virtualenv sets it):
     the worker uses that virtualenv as --virtualenv would, its site-packages
