@@ -106,6 +106,7 @@ fn main() -> ExitCode {
 
     if worker_spec.is_none() {
         report_unreachable_limits(&config);
+        config::report_unmatched_pythonpath(&config.pythonpath_unmatched);
     }
 
     match worker_spec {

@@ -777,6 +777,43 @@ def test_chunked_request_bodies_are_terminated_input(mercy, tmp_path, mode):
         assert answer["input_terminated"] is True
 
 
+@pytest.mark.parametrize("options", [["--threads", "4"], ["--gevent", "10"]],
+                         ids=["threads", "gevent"])
+def test_wsgiref_validator_finds_nothing_wrong(mercy, options):
+    """The app wrapped in wsgiref.validate.validator (its warnings made
+    errors) is sent a GET with a query, a POST with a body, a chunked POST,
+    a POST with an empty body and an empty chunked POST, its input read by
+    read(size), readline() and iteration: each is answered 200 with the
+    bytes sent, so no check of the environ, wsgi.input, wsgi.errors or
+    start_response failed; no app_error is logged, and no iterable was
+    left unclosed (/problems is empty)."""
+    server = mercy("--wsgi-file", APPS / "validated.py", *options, *LONG_TIMEOUTS)
+    app = App(server, AppEvents(Path("/nonexistent")))
+    binary = bytes(range(256)) * 10
+    cases = [
+        (get("/read?q=1&r=%20"), "GET", None, b"", 0),
+        (post("/read", binary, "Content-Type: application/octet-stream"),
+         "POST", str(len(binary)), binary, 3),
+        (post("/readline", b"one\ntwo\nthree"), "POST", "13", b"one\ntwo\nthree", 3),
+        (chunked("/iter", [b"one\nt", b"wo\n", b"three"]), "POST", None, b"one\ntwo\nthree", 3),
+        (chunked("/read", [b"x" * 1500, b"y" * 10]), "POST", None, b"x" * 1500 + b"y" * 10, 2),
+        (post("/read", b""), "POST", "0", b"", 0),
+        (chunked("/readline", []), "POST", None, b"", 0),
+    ]
+
+    for request, method, content_length, body, pieces in cases:
+        response = app.exchange(request)
+        assert response.status == 200, (request[:40], response.body)
+        answer = response.json()
+        assert (answer["method"], answer["content_length"]) == (method, content_length), answer
+        assert answer["body"].encode("latin-1") == body
+        assert answer["pieces"] == pieces, answer
+
+    response = app.exchange(get("/problems"))
+    assert (response.status, response.json()) == (200, {"problems": []})
+    server.assert_no_events("app_error")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_malformed_chunked_body_gets_400_and_the_connection_closes(mercy, tmp_path, mode):
     """A chunk size that is not hexadecimal, found while the app reads:

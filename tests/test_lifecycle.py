@@ -516,6 +516,54 @@ def test_reloads_requested_during_a_reload_coalesce_into_one(mercy, tmp_path):
     server.assert_no_events("reload_failed", "mercy_expired", "killed")
 
 
+def test_mercy_reload_from_the_app_is_a_graceful_reload(mercy):
+    """mercy.reload() called in a request: the request is answered, the
+    master starts generation 2 with the app's call as the cause, both old
+    workers retire without being killed, and generation 2 serves."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "2")
+    old = set(server.worker_pids().values())
+
+    response = server.get("/reload")
+    assert (response.status, response.body) == (200, b"reload requested")
+    [started] = server.wait_event("reload_started")
+    [done] = server.wait_event("reload_done")
+
+    assert started["generation"] == done["generation"] == 2
+    assert "reload()" in started["cause"], started
+    for pid in old:
+        server.wait_event("retired", worker_pid=pid)
+    assert len(server.events("ready", generation=2)) == 2
+    new = set(server.worker_pids().values())
+    assert len(new) == 2 and new.isdisjoint(old)
+    assert json.loads(server.get("/pid").body)["pid"] in new
+    server.assert_no_events("reload_failed", "killed", "mercy_expired")
+
+
+def test_reload_requested_during_a_graceful_shutdown_is_ignored(mercy, tmp_path):
+    """SIGHUP while a graceful shutdown waits for an in-flight request: the
+    master logs `reload_ignored` naming SIGHUP and starts no reload; the
+    request completes and mercy exits 0."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2")
+    marker, release = tmp_path / "started", tmp_path / "release"
+    thread, result = slow_request(server, marker, release, seconds=0)
+    wait_for_file(marker)
+
+    server.send_signal(signal.SIGTERM)
+    server.wait_event("shutdown_started")
+    server.send_signal(signal.SIGHUP)
+    [ignored] = server.wait_event("reload_ignored")
+    release.touch()
+    thread.join(timeout=120)
+
+    assert ignored["cause"] == "SIGHUP", ignored
+    assert "error" not in result, result
+    assert (result["response"].status, result["response"].body) == (200, b"slow done")
+    assert server.wait_exit() == 0
+    server.wait_event("shutdown_done")
+    server.assert_no_events("reload_started", "killed")
+    assert len(server.events("spawned")) == 1
+
+
 # --- the keep-alive rule and what never delays a retirement ----------------------------
 
 

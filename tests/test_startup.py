@@ -210,6 +210,21 @@ def test_virtualenv_orders_site_packages_as_its_own_python_does(
     assert os.path.realpath(probe["file"]).startswith(site_packages + os.sep), probe
 
 
+def test_home_is_virtualenv(mercy, tmp_path):
+    """uWSGI's `--home VENV` makes the worker use that virtualenv as
+    --virtualenv does: sys.prefix is the virtualenv, its site-packages is
+    the only one, and a module installed only there imports from it."""
+    venv = tmp_path / "venv"
+    site_packages = os.path.realpath(make_virtualenv(venv, system_site_packages=False))
+    server = mercy("--wsgi-file", PATHS_APP, "--home", venv)
+
+    info = server.get("/paths").json()
+    assert site_folders(info["path"]) == [site_packages]
+    assert os.path.realpath(info["prefix"]) == os.path.realpath(venv)
+    probe = server.get(f"/import?name={VENV_PROBE}").json()
+    assert os.path.realpath(probe["file"]).startswith(site_packages + os.sep), probe
+
+
 def test_virtual_env_variable_is_used_without_the_option(mercy, tmp_path):
     """No --virtualenv, VIRTUAL_ENV set (as an activated virtualenv sets it):
     the worker uses that virtualenv as --virtualenv would, its site-packages
@@ -243,6 +258,44 @@ def test_pythonpath_folders_are_importable(mercy, tmp_path):
     path = server.get("/paths").json()["path"]
     assert path.index(str(first)) < path.index(str(second)) < path.index(
         next(p for p in path if p.endswith("site-packages")))
+
+
+def test_pythonpath_glob_adds_every_match_sorted(mercy, tmp_path):
+    """`--pythonpath 'libs/*'` puts every match on sys.path, sorted, where
+    the pattern stood (before a plain --pythonpath given after it), and a
+    module in a matched folder imports; the pattern itself is not on
+    sys.path and no `pythonpath_unmatched` warning is logged."""
+    libs = tmp_path / "libs"
+    for name in ("zeta", "alpha", "mid"):
+        (libs / name).mkdir(parents=True)
+    (libs / "mid" / "mercy_test_glob_probe.py").write_text("WHERE = 'glob'\n")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    server = mercy("--wsgi-file", PATHS_APP, "--pythonpath", libs / "*", "--pythonpath", plain)
+
+    path = server.get("/paths").json()["path"]
+    expected = [str(libs / name) for name in ("alpha", "mid", "zeta")] + [str(plain)]
+    assert [p for p in path if p in expected] == expected
+    assert path.index(str(plain)) < path.index(
+        next(p for p in path if p.endswith("site-packages")))
+    assert str(libs / "*") not in path
+    probe = server.get("/import?name=mercy_test_glob_probe").json()
+    assert probe.get("file") == str(libs / "mid" / "mercy_test_glob_probe.py"), probe
+    server.assert_no_events("pythonpath_unmatched")
+
+
+def test_pythonpath_glob_that_matches_nothing_is_a_warning(mercy, tmp_path):
+    """A --pythonpath pattern matching nothing: the master logs one
+    `pythonpath_unmatched` warning naming the pattern, the worker starts and
+    serves, and the pattern is not on sys.path."""
+    pattern = tmp_path / "nothing-here" / "*"
+    server = mercy("--wsgi-file", PATHS_APP, "--pythonpath", pattern)
+
+    path = server.get("/paths").json()["path"]
+    assert str(pattern) not in path
+    [warning] = server.wait_event("pythonpath_unmatched")
+    assert warning["pattern"] == str(pattern)
+    assert warning["level"] == "WARN"
 
 
 # --- loading the app ------------------------------------------------------------------
@@ -292,6 +345,20 @@ def app_package(tmp_path) -> Path:
         "\n"
         "def custom_app(environ, start_response):\n"
         "    return _answer(start_response, b'custom')\n"
+        "\n"
+        "factory_calls = []\n"
+        "\n"
+        "def make_app(*args, **kwargs):\n"
+        "    factory_calls.append((args, kwargs))\n"
+        "    def app(environ, start_response):\n"
+        "        return _answer(start_response, b'factory %r' % (factory_calls,))\n"
+        "    return app\n"
+        "\n"
+        "def broken_factory():\n"
+        "    raise RuntimeError('mercy_test_factory_failed')\n"
+        "\n"
+        "def factory_of_nothing():\n"
+        "    return None\n"
     )
     return root
 
@@ -301,13 +368,42 @@ def app_package(tmp_path) -> Path:
     (["--module", "mercy_test_pkg.web", "--callable", "custom_app"], b"custom"),
     (["--wsgi", "mercy_test_pkg.web"], b"default"),
     (["--wsgi-file", "mercy_test_pkg/web.py", "--callable", "custom_app"], b"custom"),
+    (["--module", "mercy_test_pkg.web:make_app()"], b"factory [((), {})]"),
+    (["--module", "mercy_test_pkg.web", "--callable", "make_app()"], b"factory [((), {})]"),
+    (["--wsgi-file", "mercy_test_pkg/web.py", "--callable", "make_app()"],
+     b"factory [((), {})]"),
 ])
 def test_app_is_found_by_module_file_and_callable(mercy, app_package, how, body):
     """`--module pkg.mod:callable`, `--module` with `--callable NAME`, the
     `--wsgi` alias (callable `application`) and `--wsgi-file` with
     `--callable` each load the callable they name (the package is found
-    from --chdir, the file relative to it)."""
+    from --chdir, the file relative to it). A name ending in "()" is an app
+    factory: called once, with no arguments, and what it returns serves
+    every request."""
     server = mercy("--chdir", app_package, *how)
 
-    response = server.get("/")
-    assert (response.status, response.body) == (200, body)
+    for _ in range(3):
+        response = server.get("/")
+        assert (response.status, response.body) == (200, body)
+
+
+@pytest.mark.parametrize("spec, error", [
+    ("mercy_test_pkg.web:broken_factory()", "RuntimeError: mercy_test_factory_failed"),
+    ("mercy_test_pkg.web:factory_of_nothing()", "factory_of_nothing() returned a NoneType"),
+    ("mercy_test_pkg.web:no_such_factory()", "no callable named 'no_such_factory'"),
+])
+def test_app_factory_that_fails_ends_first_start_with_status_3(mercy, app_package, spec,
+                                                               error):
+    """`--module pkg.mod:factory()` whose factory raises, returns something
+    that is not callable, or does not exist: exit status 3 at first start,
+    and `app_load_failed` says why (a raising factory's traceback names the
+    app's file)."""
+    server = mercy("--chdir", app_package, "--module", spec, ready=0)
+
+    assert server.wait_exit() == 3
+    [failure, *_] = server.wait_event("app_load_failed")
+    assert error in failure["error"], failure
+    if "broken_factory" in spec:
+        assert "web.py" in failure["traceback"], failure
+        assert "broken_factory" in failure["traceback"], failure
+    server.assert_no_events("ready")

@@ -1071,6 +1071,79 @@ def test_reload_reads_the_edited_ini(mercy, tmp_path):
     server.assert_no_events("reload_failed")
 
 
+def http_get(port: int, path: str = "/") -> tuple[int, bytes]:
+    """One GET on a new connection to 127.0.0.1:port; (status, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_reload_with_a_changed_socket_says_a_restart_is_needed(mercy, tmp_path):
+    """The ini file's http-socket is changed, then SIGHUP: the master warns
+    `restart_needed`, the reload still completes with new workers, and they
+    serve on the old port while nothing listens on the new one."""
+    old_port, new_port = free_port(), free_port()
+    ini = tmp_path / "site.ini"
+    text = f"[uwsgi]\nwsgi-file = {API_APP}\nhttp-socket = 127.0.0.1:{old_port}\n"
+    ini.write_text(text)
+    server = mercy(ini, http=False)
+    old = set(server.worker_pids().values())
+    server.assert_no_events("restart_needed")
+
+    ini.write_text(text.replace(str(old_port), str(new_port)))
+    server.send_signal(signal.SIGHUP)
+    [warning] = server.wait_event("restart_needed")
+    server.wait_event("reload_done")
+
+    assert warning["level"] == "WARN"
+    assert "restart" in warning["message"]
+    for pid in old:
+        server.wait_event("retired", worker_pid=pid)
+    assert http_get(old_port) == (200, b"hello")
+    assert set(server.worker_pids().values()).isdisjoint(old)
+    with pytest.raises(ConnectionRefusedError):
+        http_get(new_port)
+    server.assert_no_events("reload_failed")
+
+
+def test_reload_with_the_same_sockets_needs_no_restart(mercy, tmp_path):
+    """SIGHUP with the ini file unchanged: no `restart_needed` warning."""
+    ini = tmp_path / "site.ini"
+    ini.write_text(f"[uwsgi]\nwsgi-file = {API_APP}\nhttp-socket = 127.0.0.1:{free_port()}\n")
+    server = mercy(ini, http=False)
+
+    server.send_signal(signal.SIGHUP)
+    server.wait_event("reload_done")
+    server.assert_no_events("restart_needed", "reload_failed")
+
+
+# --- uWSGI's names for mercy's options -------------------------------------------------
+
+
+def test_workers_is_processes(mercy):
+    """`--workers 3` starts three workers (ids 1, 2 and 3), as --processes 3
+    would, and each of them answers requests."""
+    server = mercy("--wsgi-file", API_APP, "--workers", "3")
+
+    assert sorted(server.worker_pids()) == [1, 2, 3]
+    assert sorted(info_until_workers(server, 3)) == [1, 2, 3]
+
+
+def test_uwsgi_socket_is_socket(mercy, tmp_path):
+    """`--uwsgi-socket ADDR` listens for the uwsgi protocol as --socket does:
+    a uwsgi packet gets the app's answer."""
+    port = free_port()
+    server = mercy("--wsgi-file", ECHO_APP, "--uwsgi-socket", f"127.0.0.1:{port}", http=False)
+
+    answer = echo(("127.0.0.1", port), request_vars("GET", "/alias", "q=2"))
+    assert (answer["path"], answer["query"]) == ("/alias", "q=2")
+    server.wait_event("request", path="/alias")
+
+
 # --- every uWSGI option is classified ------------------------------------------------
 
 

@@ -48,12 +48,23 @@ def load_module(spec, default_callable):
 
 
 def _callable_of(module, name, where):
+    """The module's attribute `name`; for a name ending in "()" (an app
+    factory, as in `pkg.mod:create_app()`), what calling that attribute
+    with no arguments returns, once, at load."""
+    factory = name.endswith("()")
+    attribute = name[:-2] if factory else name
     try:
-        app = getattr(module, name)
+        app = getattr(module, attribute)
     except AttributeError:
-        raise LookupError("%s has no callable named %r (set --callable)" % (where, name)) from None
+        raise LookupError("%s has no callable named %r (set --callable)"
+                          % (where, attribute)) from None
     if not callable(app):
-        raise TypeError("%s.%s is a %s, not a callable" % (where, name, type(app).__name__))
+        raise TypeError("%s.%s is a %s, not a callable" % (where, attribute, type(app).__name__))
+    if factory:
+        app = app()
+        if not callable(app):
+            raise TypeError("%s.%s() returned a %s, not a WSGI callable"
+                            % (where, attribute, type(app).__name__))
     return app
 
 

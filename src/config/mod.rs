@@ -2,10 +2,12 @@
 
 mod address;
 pub mod compat;
+mod pythonpath;
 mod sources;
 mod whole;
 
 pub use address::ListenAddress;
+pub use pythonpath::report_unmatched as report_unmatched_pythonpath;
 pub use sources::{
     clap_reason, is_bad_value, load, log_json_requested, seen_options, LoadError, Loaded, Notice,
 };
@@ -103,7 +105,8 @@ pub struct Options {
     #[arg(long, value_name = "PATH", visible_alias = "file")]
     pub wsgi_file: Option<PathBuf>,
 
-    /// Load the WSGI app from this module (`pkg.mod` or `pkg.mod:callable`).
+    /// Load the WSGI app from this module (`pkg.mod` or `pkg.mod:callable`;
+    /// `pkg.mod:factory()` calls `factory` once and serves what it returns).
     #[arg(long, visible_alias = "wsgi", value_name = "MODULE")]
     pub module: Option<String>,
 
@@ -119,7 +122,8 @@ pub struct Options {
     #[arg(long)]
     pub manage_script_name: bool,
 
-    /// The name of the WSGI callable in the app's module.
+    /// The name of the WSGI callable in the app's module; `NAME()` calls
+    /// that app factory once, with no arguments, at load.
     #[arg(long, default_value = "application", value_name = "NAME")]
     pub callable: String,
 
@@ -167,7 +171,8 @@ pub struct Options {
     )]
     pub virtualenv: Option<PathBuf>,
 
-    /// A folder added to the front of `sys.path`. Repeatable.
+    /// A folder added to the front of `sys.path`, or a glob pattern
+    /// (`'/srv/libs/*'`) adding every path it matches, sorted. Repeatable.
     #[arg(long, aliases = ["python-path", "pp"], value_name = "DIR")]
     pub pythonpath: Vec<PathBuf>,
 
@@ -389,7 +394,10 @@ pub struct Config {
     pub reload_mercy: Duration,
     pub spawn_timeout: Duration,
     pub virtualenv: Option<PathBuf>,
+    /// The `--pythonpath` folders, glob patterns replaced by their matches.
     pub pythonpath: Vec<PathBuf>,
+    /// The `--pythonpath` glob patterns that matched nothing.
+    pub pythonpath_unmatched: Vec<PathBuf>,
     pub chdir: Option<PathBuf>,
     pub backlog: u32,
     pub keep_alive: Duration,
@@ -576,6 +584,8 @@ impl Options {
             check_virtualenv(path)?;
         }
 
+        let (pythonpath, pythonpath_unmatched) = pythonpath::expand(self.pythonpath);
+
         Ok(Config {
             listen,
             max_vars: self.max_vars,
@@ -589,7 +599,8 @@ impl Options {
             reload_mercy: Duration::from_secs(self.worker_reload_mercy),
             spawn_timeout: Duration::from_secs(self.spawn_timeout),
             virtualenv,
-            pythonpath: self.pythonpath,
+            pythonpath,
+            pythonpath_unmatched,
             chdir: self.chdir,
             backlog,
             keep_alive: Duration::from_secs(self.keep_alive),

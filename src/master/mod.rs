@@ -302,7 +302,10 @@ impl Master {
     fn request_reload(&mut self, cause: &str, chain: bool) {
         match self.phase {
             Phase::ShuttingDown { .. } => {
-                info!(cause, "reload requested during shutdown: ignored");
+                info!(
+                    event = "reload_ignored",
+                    cause, "reload requested during shutdown: ignored"
+                );
             }
             Phase::Starting | Phase::Reloading { .. } | Phase::ChainReloading { .. } => {
                 info!(
@@ -378,8 +381,13 @@ impl Master {
             .options
             .validate()
             .map_err(|error| error.to_string())?;
+        crate::config::report_unmatched_pythonpath(&config.pythonpath_unmatched);
         if config.listen != self.config.listen {
-            warn!("the sockets in the configuration changed: that needs a restart; serving on the old ones");
+            warn!(
+                event = "restart_needed",
+                "the sockets in the configuration changed: that needs a restart; \
+                 serving on the old ones until mercy is stopped and started again"
+            );
         }
         let listen = std::mem::take(&mut self.config.listen);
         self.config = crate::config::Config { listen, ..config };

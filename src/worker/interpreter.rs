@@ -251,6 +251,17 @@ pub fn load_app(
 /// Turns a Python exception into a one-line reason and a traceback.
 pub fn describe(py: Python<'_>, worker: &Bound<'_, PyModule>, error: &PyErr) -> LoadError {
     let value = error.value(py);
+    // An exception that reached Rust without passing an `except` clause
+    // (raised by an app factory or a post-fork hook) has its traceback in
+    // the error only, not in `__traceback__` (before Python 3.12).
+    if let Some(traceback) = error.traceback(py) {
+        if value
+            .getattr("__traceback__")
+            .is_ok_and(|current| current.is_none())
+        {
+            let _ = value.setattr("__traceback__", traceback);
+        }
+    }
     let reason = worker
         .call_method1("describe_error", (value,))
         .and_then(|text| text.extract::<String>())

@@ -8,6 +8,8 @@ Routes:
                       release=PATH wait (at most 60 s) until PATH exists
                       seconds=N    then sleep N seconds
     /exit             ends the worker process at once with os._exit(1)
+    /reload           mercy.reload(): asks the master for a graceful reload;
+                      answers "reload requested"
     /raise            raises ValueError("basic app failure") (mercy answers 500)
     /errors?text=T    writes T to wsgi.errors twice: once as one write with
                       a line break, once as print(T, file=...) (two
@@ -95,6 +97,9 @@ def application(environ, start_response):
         return _respond(start_response, "200 OK", b"slow done")
     if path == "/exit":
         os._exit(1)
+    if path == "/reload":
+        mercy.reload()
+        return _respond(start_response, "200 OK", b"reload requested")
     if path == "/raise":
         raise ValueError("basic app failure")
     if path == "/errors":
