@@ -9,6 +9,7 @@ that the tests read as a sequence of events.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import json
@@ -17,7 +18,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +133,115 @@ def post_in_pieces(connection: http.client.HTTPConnection, path: str, data: byte
     response = connection.getresponse()
     return response.status, response.read()
 
+
+class ClientLoop(threading.Thread):
+    """Sends GET `path` to 127.0.0.1:`port` without pause until stopped,
+    recording every failure (a status other than 200, a reset, an empty
+    reply, a refused connection, a timeout) and how many answers each
+    worker pid gave (the app answers JSON with a "pid").
+
+    keep_alive=True reuses one connection for as long as the server keeps
+    it open, and opens a new one only after a response that said
+    `Connection: close` or a failed request; keep_alive=False opens a new
+    connection per request. Start and stop loops with `client_loops`."""
+
+    def __init__(self, port: int, keep_alive: bool, path: str = "/pid"):
+        super().__init__(daemon=True)
+        self.port = port
+        self.keep_alive = keep_alive
+        self.path = path
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.pids: Counter = Counter()
+        self.failures: list[str] = []
+
+    def run(self):
+        connection = None
+        while not self.stopping.is_set():
+            if connection is None:
+                connection = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
+            self.sent += 1
+            try:
+                headers = {} if self.keep_alive else {"Connection": "close"}
+                connection.request("GET", self.path, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+                closing = response.will_close
+                if response.status != 200:
+                    raise AssertionError(f"status {response.status}: {body[:200]!r}")
+                pid = int(json.loads(body)["pid"])
+                with self.lock:
+                    self.pids[pid] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is recorded
+                with self.lock:
+                    self.failures.append(
+                        f"request {self.sent}: {type(error).__name__}: {error}")
+                closing = True
+            if closing or not self.keep_alive:
+                connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()
+
+    def answers(self) -> int:
+        with self.lock:
+            return sum(self.pids.values())
+
+    def saw(self, pids) -> bool:
+        """True once one of `pids` answered this loop."""
+        with self.lock:
+            return not set(self.pids).isdisjoint(pids)
+
+
+@contextlib.contextmanager
+def client_loops(port: int, *keep_alive: bool, path: str = "/pid"):
+    """Starts one ClientLoop on `port` per keep_alive value and yields the
+    list. On exit it stops and joins them all; if the body did not raise, it
+    asserts that every loop stopped, was answered at least once and saw no
+    failure, naming the loop's keep_alive setting."""
+    loops = [ClientLoop(port, each, path) for each in keep_alive]
+    for loop in loops:
+        loop.start()
+    try:
+        yield loops
+    finally:
+        for loop in loops:
+            loop.stopping.set()
+        for loop in loops:
+            loop.join(timeout=REQUEST_TIMEOUT * 2)
+
+    for loop in loops:
+        label = f"client loop keep_alive={loop.keep_alive}"
+        assert not loop.is_alive(), f"{label} did not stop"
+        assert loop.failures == [], (
+            f"{label}: {len(loop.failures)} of {loop.sent} requests failed, "
+            f"e.g. {loop.failures[:10]}")
+        assert loop.answers() > 0, f"{label} was never answered"
+
+
+def wait_answered(loops, pids=None, what: str = "a first answer", timeout: float = 60):
+    """Waits until every loop was answered: by any worker when `pids` is
+    None, else by one of `pids` (a set, or a function returning the set,
+    read again on each poll)."""
+    for loop in loops:
+        if pids is None:
+            wait_until(loop.answers, timeout, f"{what} to client loop "
+                       f"keep_alive={loop.keep_alive}")
+        else:
+            wait_until(lambda: loop.saw(pids() if callable(pids) else pids), timeout,
+                       f"{what} to client loop keep_alive={loop.keep_alive}")
+
+
+
+def wait_replaced(server, loops, pids, timeout: float = 120):
+    """Waits until every worker in `pids` is retired, then until every loop
+    was answered by a worker serving now (a replacement)."""
+    for pid in pids:
+        server.wait_event("retired", worker_pid=pid, timeout=timeout)
+    wait_answered(loops, lambda: set(server.worker_pids().values()),
+                  "an answer from a replacement")
 
 def _flatten(record: dict) -> dict:
     """Puts nested fields at top level with dotted names ({"worker": {"id": 1}}

@@ -20,7 +20,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import APPS, EXAMPLES, REQUEST_TIMEOUT, free_port, wait_for_file, wait_until
+from conftest import (APPS, EXAMPLES, REQUEST_TIMEOUT, client_loops, free_port, wait_answered,
+                      wait_for_file, wait_replaced, wait_until)
 from mongo_standin import MongoStandin
 
 PYMONGO_APP = APPS / "gevent_pymongo.py"
@@ -77,60 +78,6 @@ def assert_retired(server, pids):
 
 def read_events(path) -> list:
     return path.read_text().splitlines() if path.exists() else []
-
-
-class ClientLoop(threading.Thread):
-    """Sends GET `path` without pause until stopped, recording every failure
-    (error status, reset, refused, timeout) and the pids that answered.
-    keep_alive=True reuses a connection until the server says
-    `Connection: close`."""
-
-    def __init__(self, server, path: str, keep_alive: bool):
-        super().__init__(daemon=True)
-        self.server = server
-        self.path = path
-        self.keep_alive = keep_alive
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.answered = 0
-        self.pids: set[int] = set()
-        self.failures: list[str] = []
-
-    def run(self):
-        connection = None
-        while not self.stopping.is_set():
-            if connection is None:
-                connection = http.client.HTTPConnection(
-                    "127.0.0.1", self.server.port, timeout=REQUEST_TIMEOUT)
-            try:
-                headers = {} if self.keep_alive else {"Connection": "close"}
-                connection.request("GET", self.path, headers=headers)
-                response = connection.getresponse()
-                body = response.read()
-                closing = response.will_close
-                if response.status != 200:
-                    raise AssertionError(f"status {response.status}: {body!r}")
-                pid = int(json.loads(body)["pid"])
-                with self.lock:
-                    self.answered += 1
-                    self.pids.add(pid)
-            except Exception as error:  # noqa: BLE001 - every failure is recorded
-                with self.lock:
-                    self.failures.append(f"{type(error).__name__}: {error}")
-                closing = True
-            if closing or not self.keep_alive:
-                connection.close()
-                connection = None
-        if connection is not None:
-            connection.close()
-
-    def answers(self) -> int:
-        with self.lock:
-            return self.answered
-
-    def saw_any(self, pids) -> bool:
-        with self.lock:
-            return not self.pids.isdisjoint(pids)
 
 
 def in_background(function, *args, **kwargs):
@@ -198,27 +145,14 @@ def test_founding_scenario_reload_and_stop_kill_no_worker(standin, mercy):
     assert PYMONGO_MONITOR in info["threads"], info["threads"]
     assert server.get("/ping").json()["ping"] == "ok"
 
-    loops = [ClientLoop(server, "/ping", keep_alive=False),
-             ClientLoop(server, "/ping", keep_alive=True)]
-    for loop in loops:
-        loop.start()
-    try:
-        for loop in loops:
-            wait_until(loop.answers, 60, "a first answer to the client loop")
+    with client_loops(server.port, False, True, path="/ping") as loops:
+        wait_answered(loops)
         server.send_signal(signal.SIGHUP)
         server.wait_event("reload_done")
         second = set(server.worker_pids().values())
         assert len(second) == 2 and second.isdisjoint(first)
-        for loop in loops:
-            wait_until(lambda: loop.saw_any(second), 60, "an answer from a new worker")
-    finally:
-        for loop in loops:
-            loop.stopping.set()
-        for loop in loops:
-            loop.join(timeout=60)
+        wait_answered(loops, second, "an answer from a new worker")
 
-    for loop in loops:
-        assert loop.failures == [], f"keep_alive={loop.keep_alive}"
     assert_retired(server, first)
     assert pids_answering(server, "/ping", second) == second
 
@@ -849,24 +783,9 @@ def test_max_requests_recycles_gevent_workers_without_a_failed_request(mercy):
     server = mercy("--wsgi-file", BASIC_APP, "--processes", "2", "--gevent", "10",
                    "--max-requests", "20")
     first = server.worker_pids()
-    loops = [ClientLoop(server, "/pid", keep_alive=True),
-             ClientLoop(server, "/pid", keep_alive=False)]
-    for loop in loops:
-        loop.start()
-    try:
-        for pid in first.values():
-            server.wait_event("retired", worker_pid=pid, timeout=120)
-        for loop in loops:
-            wait_until(lambda: loop.saw_any(set(server.worker_pids().values())), 60,
-                       "an answer from a replacement")
-    finally:
-        for loop in loops:
-            loop.stopping.set()
-        for loop in loops:
-            loop.join(timeout=60)
+    with client_loops(server.port, True, False) as loops:
+        wait_replaced(server, loops, first.values())
 
-    for loop in loops:
-        assert loop.failures == [], f"keep_alive={loop.keep_alive}: {loop.failures[:10]}"
     records = server.records()
     position = {id(record): index for index, record in enumerate(records)}
     for worker_id, pid in first.items():

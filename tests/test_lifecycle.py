@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from conftest import (APPS, EXIT_TIMEOUT, POLL_INTERVAL, REPO, REQUEST_TIMEOUT, Mercy,
-                      pid_running, wait_for_file, wait_until)
+                      client_loops, pid_running, wait_answered, wait_for_file, wait_until)
 
 RELOADS = 5
 BASIC_APP = APPS / "basic.py"
@@ -28,61 +28,6 @@ GEVENT_APP = APPS / "gevent_basic.py"
 BOTH_MODES = pytest.mark.parametrize(
     "app, mode", [(BASIC_APP, ("--threads", "2")), (GEVENT_APP, ("--gevent", "2"))],
     ids=["threads", "gevent"])
-
-
-class ClientLoop(threading.Thread):
-    """Sends GET /pid without pause until stopped, recording every failure
-    (error status, reset, refused, timeout) and the pids that answered.
-
-    keep_alive=False opens a new connection per request; keep_alive=True
-    reuses one connection for as long as the server keeps it open, and opens
-    a new one only after a response that said `Connection: close`."""
-
-    def __init__(self, server, keep_alive: bool):
-        super().__init__(daemon=True)
-        self.server = server
-        self.keep_alive = keep_alive
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.answered = 0
-        self.pids: set[int] = set()
-        self.failures: list[str] = []
-
-    def run(self):
-        connection = None
-        while not self.stopping.is_set():
-            if connection is None:
-                connection = http.client.HTTPConnection(
-                    "127.0.0.1", self.server.port, timeout=REQUEST_TIMEOUT)
-            try:
-                headers = {} if self.keep_alive else {"Connection": "close"}
-                connection.request("GET", "/pid", headers=headers)
-                response = connection.getresponse()
-                body = response.read()
-                closing = response.will_close
-                if response.status != 200:
-                    raise AssertionError(f"status {response.status}: {body!r}")
-                pid = int(json.loads(body)["pid"])
-                with self.lock:
-                    self.answered += 1
-                    self.pids.add(pid)
-            except Exception as error:  # noqa: BLE001 - every failure is recorded
-                with self.lock:
-                    self.failures.append(f"{type(error).__name__}: {error}")
-                closing = True
-            if closing or not self.keep_alive:
-                connection.close()
-                connection = None
-        if connection is not None:
-            connection.close()
-
-    def answers(self) -> int:
-        with self.lock:
-            return self.answered
-
-    def saw_any(self, pids) -> bool:
-        with self.lock:
-            return not self.pids.isdisjoint(pids)
 
 
 def slow_request(server, marker, release, seconds):
@@ -107,15 +52,11 @@ def test_reloads_under_continuous_load_lose_no_request(mercy):
     on keep-alive connections) across 5 SIGHUP reloads: no request fails, is
     reset or refused, and every reload replaces every worker pid."""
     server = mercy("--wsgi-file", APPS / "basic.py", "--processes", "2", "--threads", "4")
-    loops = [ClientLoop(server, keep_alive=False), ClientLoop(server, keep_alive=True)]
-    for loop in loops:
-        loop.start()
     generations = [set(server.worker_pids().values())]
     assert len(generations[0]) == 2
 
-    try:
-        for loop in loops:
-            wait_until(loop.answers, 60, "a first answer to the client loop")
+    with client_loops(server.port, False, True) as loops:
+        wait_answered(loops)
         for reload_number in range(1, RELOADS + 1):
             server.send_signal(signal.SIGHUP)
             server.wait_event("reload_done", count=reload_number)
@@ -124,17 +65,8 @@ def test_reloads_under_continuous_load_lose_no_request(mercy):
             for earlier in generations:
                 assert pids.isdisjoint(earlier)
             generations.append(pids)
-        for loop in loops:
-            wait_until(lambda: loop.saw_any(generations[-1]), 60,
-                       "an answer from the last generation")
-    finally:
-        for loop in loops:
-            loop.stopping.set()
-        for loop in loops:
-            loop.join(timeout=60)
+        wait_answered(loops, generations[-1], "an answer from the last generation")
 
-    for loop in loops:
-        assert loop.failures == [], f"keep_alive={loop.keep_alive}"
     assert len(server.events("reload_started")) == RELOADS
     assert len(server.events("reload_done")) == RELOADS
     for old_pids in generations[:-1]:

@@ -22,12 +22,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, REQUEST_TIMEOUT, START_TIMEOUT, free_port, wait_until
+from conftest import (APPS, REQUEST_TIMEOUT, START_TIMEOUT, client_loops, free_port,
+                      wait_answered, wait_until)
 
 ECHO_APP = APPS / "uwsgi_echo.py"
 UWSGI_PARAMS = Path("/etc/nginx/uwsgi_params")
@@ -368,59 +368,6 @@ def test_large_headers_near_the_buffer_size(mercy, nginx, tmp_path, short_dir, m
     server.assert_no_events("respawned")
 
 
-class NginxClientLoop(threading.Thread):
-    """Sends GET /loop through nginx without pause until stopped, recording
-    every failure (a status other than 200, such as 502, a reset, a
-    timeout) and the worker pids that answered."""
-
-    def __init__(self, port: int, keep_alive: bool):
-        super().__init__(daemon=True)
-        self.port = port
-        self.keep_alive = keep_alive
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.answered = 0
-        self.pids: set[int] = set()
-        self.failures: list[str] = []
-
-    def run(self):
-        connection = None
-        while not self.stopping.is_set():
-            if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                        timeout=REQUEST_TIMEOUT)
-            closing = not self.keep_alive
-            try:
-                headers = {} if self.keep_alive else {"Connection": "close"}
-                connection.request("GET", "/loop", headers=headers)
-                response = connection.getresponse()
-                body = response.read()
-                closing = closing or response.will_close
-                if response.status != 200:
-                    raise AssertionError(f"status {response.status}: {body[:200]!r}")
-                pid = int(json.loads(body)["pid"])
-                with self.lock:
-                    self.answered += 1
-                    self.pids.add(pid)
-            except Exception as error:  # noqa: BLE001 - every failure is recorded
-                with self.lock:
-                    self.failures.append(f"{type(error).__name__}: {error}")
-                closing = True
-            if closing:
-                connection.close()
-                connection = None
-        if connection is not None:
-            connection.close()
-
-    def answers(self) -> int:
-        with self.lock:
-            return self.answered
-
-    def saw_any(self, pids) -> bool:
-        with self.lock:
-            return not self.pids.isdisjoint(pids)
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_graceful_reloads_behind_nginx_give_no_502(mercy, nginx, tmp_path, short_dir,
@@ -431,14 +378,9 @@ def test_graceful_reloads_behind_nginx_give_no_502(mercy, nginx, tmp_path, short
     and nginx logs no upstream error."""
     server, front, _ = start_stack(mercy, nginx, tmp_path, short_dir, transport,
                                    mode, "--disable-logging")
-    loops = [NginxClientLoop(front.port, keep_alive=True),
-             NginxClientLoop(front.port, keep_alive=False)]
-    for loop in loops:
-        loop.start()
     generations = [set(server.worker_pids().values())]
-    try:
-        for loop in loops:
-            wait_until(loop.answers, 60, "a first answer through nginx")
+    with client_loops(front.port, True, False, path="/loop") as loops:
+        wait_answered(loops, what="a first answer through nginx")
         for number in range(1, RELOADS + 1):
             server.send_signal(signal.SIGHUP)
             server.wait_event("reload_done", count=number)
@@ -447,18 +389,7 @@ def test_graceful_reloads_behind_nginx_give_no_502(mercy, nginx, tmp_path, short
             for earlier in generations:
                 assert pids.isdisjoint(earlier)
             generations.append(pids)
-        for loop in loops:
-            wait_until(lambda: loop.saw_any(generations[-1]), 60,
-                       "an answer from the last generation")
-    finally:
-        for loop in loops:
-            loop.stopping.set()
-        for loop in loops:
-            loop.join(timeout=60)
+        wait_answered(loops, generations[-1], "an answer from the last generation")
 
-    for loop in loops:
-        assert loop.failures == [], (f"keep_alive={loop.keep_alive}: "
-                                     f"{len(loop.failures)} failures, e.g. {loop.failures[:5]}")
-        assert loop.answers() > 0
     assert front.errors() == [], "\n".join(front.errors()[:10])
     server.assert_no_events("reload_failed", "mercy_expired", "killed", "bad_request")

@@ -37,11 +37,14 @@ from conftest import (
     START_TIMEOUT,
     Mercy,
     _flatten,
+    client_loops,
     free_port,
     post_in_pieces,
     pid_running,
     venv_python,
+    wait_answered,
     wait_for_file,
+    wait_replaced,
     wait_until,
 )
 
@@ -50,71 +53,6 @@ LIFECYCLE_EVENTS = ("spawned", "respawned", "retired", "killed", "died")
 
 
 # --- helpers ---------------------------------------------------------------------
-
-
-class ClientLoop(threading.Thread):
-    """Sends GET `path` without pause until stopped (or until `limit`
-    requests were sent), recording every failure (error status, reset,
-    empty reply, refused, timeout) and the worker pid of every answer.
-
-    keep_alive=True reuses one connection until a response says
-    `Connection: close`; keep_alive=False opens one per request."""
-
-    def __init__(self, port: int, keep_alive: bool, limit: int | None = None,
-                 path: str = "/pid"):
-        super().__init__(daemon=True)
-        self.port = port
-        self.keep_alive = keep_alive
-        self.limit = limit
-        self.path = path
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.sent = 0
-        self.pids: Counter = Counter()
-        self.failures: list[str] = []
-
-    def run(self):
-        connection = None
-        while not self.stopping.is_set():
-            if self.limit is not None and self.sent >= self.limit:
-                break
-            if connection is None:
-                connection = http.client.HTTPConnection(
-                    "127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
-            self.sent += 1
-            closing = True
-            try:
-                headers = {} if self.keep_alive else {"Connection": "close"}
-                connection.request("GET", self.path, headers=headers)
-                response = connection.getresponse()
-                body = response.read()
-                closing = response.will_close
-                if response.status != 200:
-                    raise AssertionError(f"status {response.status}: {body[:200]!r}")
-                pid = int(json.loads(body)["pid"])
-                with self.lock:
-                    self.pids[pid] += 1
-            except Exception as error:  # noqa: BLE001 - every failure is recorded
-                with self.lock:
-                    self.failures.append(f"request {self.sent}: {type(error).__name__}: {error}")
-            if closing or not self.keep_alive:
-                connection.close()
-                connection = None
-        if connection is not None:
-            connection.close()
-
-    def answers(self) -> int:
-        with self.lock:
-            return sum(self.pids.values())
-
-    def saw(self, pids) -> bool:
-        with self.lock:
-            return not set(self.pids).isdisjoint(pids)
-
-    def stop(self):
-        self.stopping.set()
-        self.join(timeout=REQUEST_TIMEOUT * 2)
-        assert not self.is_alive(), "the client loop did not stop"
 
 
 def held_request(port: int, path: bytes, marker: Path, release: Path) -> dict:
@@ -471,13 +409,9 @@ def test_chain_reloads_under_load_fail_no_request_and_keep_at_most_one_extra_wor
     server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
                    "--master-fifo", fifo, "--touch-chain-reload", touch)
     wait_for_file(fifo)
-    loops = [ClientLoop(server.port, keep_alive=True), ClientLoop(server.port, keep_alive=False)]
-    for loop in loops:
-        loop.start()
     generations = [set(server.worker_pids().values())]
-    try:
-        for loop in loops:
-            wait_until(loop.answers, 60, "a first answer")
+    with client_loops(server.port, True, False) as loops:
+        wait_answered(loops)
         triggers = [
             lambda: server.send_signal(signal.SIGUSR2),
             lambda: fifo_send(fifo, b"c"),
@@ -492,14 +426,8 @@ def test_chain_reloads_under_load_fail_no_request_and_keep_at_most_one_extra_wor
             for earlier in generations:
                 assert pids.isdisjoint(earlier)
             generations.append(pids)
-        for loop in loops:
-            wait_until(lambda: loop.saw(generations[-1]), 60, "an answer from the last generation")
-    finally:
-        for loop in loops:
-            loop.stop()
+        wait_answered(loops, generations[-1], "an answer from the last generation")
 
-    for loop in loops:
-        assert loop.failures == [], f"keep_alive={loop.keep_alive}: {loop.failures[:10]}"
     started = server.events("reload_started")
     assert [r.get("mode") for r in started] == ["chain"] * 3
     causes = " | ".join(str(r.get("cause")) for r in started)
@@ -578,19 +506,11 @@ def test_max_requests_recycles_every_worker_without_a_reset(mercy):
     server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
                    "--max-requests", "20")
     first = set(server.worker_pids().values())
-    loops = [ClientLoop(server.port, keep_alive=True) for _ in range(8)]
-    for loop in loops:
-        loop.start()
-    try:
+    with client_loops(server.port, *[True] * 8) as loops:
         wait_until(lambda: sum(loop.sent for loop in loops) >= 2000, 300, "2000 requests")
         for pid in first:
             server.wait_event("retired", worker_pid=pid, timeout=120)
-    finally:
-        for loop in loops:
-            loop.stop()
 
-    failures = [failure for loop in loops for failure in loop.failures]
-    assert failures == [], failures[:20]
     answered = Counter()
     for loop in loops:
         answered.update(loop.pids)
@@ -619,18 +539,12 @@ def test_max_requests_recycling_is_bounded_by_the_mercy_deadline(mercy, tmp_path
     marker = tmp_path / "held"
     held = held_request(server.port, b"/hold/stuck", marker, tmp_path / "never-released")
     stuck_pid = int(wait_for_file(marker).read_text())
-    loop = ClientLoop(server.port, keep_alive=False)
-    loop.start()
-    try:
+    with client_loops(server.port, False) as loops:
         server.wait_event("killed", worker_pid=stuck_pid, timeout=120)
-        wait_until(lambda: loop.saw(set(server.worker_pids().values())), 60,
-                   "an answer from a worker serving after the kill")
-    finally:
-        loop.stop()
+        wait_answered(loops, lambda: set(server.worker_pids().values()),
+                      "an answer from a worker serving after the kill")
     held["thread"].join(timeout=60)
 
-    assert loop.failures == [], loop.failures[:10]
-    assert loop.answers() > 0
     assert not held.get("data"), f"the held request cannot have been answered: {held}"
     records = server.records()
     [recycling] = index_of(records, "recycling", **{"worker.pid": stuck_pid})
@@ -658,17 +572,12 @@ def test_max_requests_delta_spreads_the_limits_by_worker_id(mercy):
     server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "1",
                    "--max-requests", "5", "--max-requests-delta", "5")
     first = server.worker_pids()
-    loop = ClientLoop(server.port, keep_alive=False)
-    loop.start()
-    try:
+    with client_loops(server.port, False):
         for pid in first.values():
             server.wait_event("recycling", worker_pid=pid, timeout=120)
             server.wait_event("retired", worker_pid=pid, timeout=120)
         server.wait_event("recycling", count=3, timeout=120)
-    finally:
-        loop.stop()
 
-    assert loop.failures == [], loop.failures[:10]
     expected = {1: "--max-requests (10) reached", 2: "--max-requests (15) reached"}
     for record in server.events("recycling"):
         assert record["reason"] == expected[int(record["worker.id"])], record
@@ -685,21 +594,9 @@ def test_max_worker_lifetime_replaces_each_worker_ready_first(mercy):
     server = mercy("--wsgi-file", APP, "--processes", "2", "--threads", "2",
                    "--max-worker-lifetime", "4", "--max-worker-lifetime-delta", "1")
     first = server.worker_pids()
-    loops = [ClientLoop(server.port, keep_alive=True), ClientLoop(server.port, keep_alive=False)]
-    for loop in loops:
-        loop.start()
-    try:
-        for pid in first.values():
-            server.wait_event("retired", worker_pid=pid, timeout=120)
-        for loop in loops:
-            wait_until(lambda: loop.saw(set(server.worker_pids().values())), 60,
-                       "an answer from a replacement")
-    finally:
-        for loop in loops:
-            loop.stop()
+    with client_loops(server.port, True, False) as loops:
+        wait_replaced(server, loops, first.values())
 
-    for loop in loops:
-        assert loop.failures == [], f"keep_alive={loop.keep_alive}: {loop.failures[:10]}"
     records = server.records()
     for worker_id, pid in first.items():
         [recycling] = index_of(records, "recycling", **{"worker.pid": pid})
@@ -813,12 +710,8 @@ def test_chain_reload_during_a_recycle_leaves_one_new_worker_per_slot(mercy, pro
     server = mercy("--wsgi-file", APP, "--processes", str(processes), "--threads", "2",
                    "--max-requests", "10", env={"OPS_IMPORT_DELAY": "1.5"})
     first = set(server.worker_pids().values())
-    loop = ClientLoop(server.port, keep_alive=False)
-    loop.start()
-    try:
+    with client_loops(server.port, False):
         server.wait_event("recycling", timeout=60)
-    finally:
-        loop.stop()
     server.send_signal(signal.SIGUSR2)
     [started] = server.wait_event("reload_started")
     generation = int(started["generation"])
@@ -838,7 +731,6 @@ def test_chain_reload_during_a_recycle_leaves_one_new_worker_per_slot(mercy, pro
         leaving = {int(r["worker.pid"]) for r in records if r.get("event") == "retiring"}
         return alive if not (set(alive) & leaving) else None
     alive = wait_until(settled, 60, "every retiring worker to be gone")
-    assert loop.failures == [], loop.failures[:10]
 
     # During the chain reload, one slot at a time: never more than one
     # worker above --processes, and reload_done only once both new
@@ -894,11 +786,9 @@ def test_harakiri_answers_504_logs_the_stack_and_spares_other_requests(mercy, tm
     server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2",
                    "--harakiri", "3", "--stats", f"127.0.0.1:{stats_port}")
     [worker_pid] = server.worker_pids().values()
-    fast = ClientLoop(server.port, keep_alive=True)
-    fast.start()
     marker = tmp_path / "harakiri-marker"
-    try:
-        wait_until(fast.answers, 60, "a first fast answer")
+    with client_loops(server.port, True) as [fast]:
+        wait_answered([fast], what="a first fast answer")
         response = server.get(f"/spin?seconds=10&marker={marker}", timeout=60)
         assert response.status == 504
         assert b"Gateway Timeout" in response.body or b"harakiri" in response.body
@@ -926,10 +816,7 @@ def test_harakiri_answers_504_logs_the_stack_and_spares_other_requests(mercy, tm
             (200, 40_000, True), (200, 400_000, True), (200, 400_000, True), (200, 400_000, True)
         ]
         assert fast.answers() > 0
-    finally:
-        fast.stop()
 
-    assert fast.failures == [], fast.failures[:10]
     assert len(server.events("harakiri")) == 1, server.events("harakiri")
     assert server.worker_pids() == {1: worker_pid}
     server.assert_no_events("recycling", "killed", "died", "respawned")
@@ -947,21 +834,16 @@ def test_harakiri_replaces_a_worker_whose_thread_cannot_be_stopped(mercy):
                    "--harakiri", "2", "--harakiri-graceful-timeout", "2",
                    "--stats", f"127.0.0.1:{stats_port}")
     [stuck_pid] = server.worker_pids().values()
-    fast = ClientLoop(server.port, keep_alive=True)
-    fast.start()
-    try:
-        wait_until(fast.answers, 60, "a first fast answer")
+    with client_loops(server.port, True) as [fast]:
+        wait_answered([fast], what="a first fast answer")
         response = server.get("/block?seconds=30", timeout=60)
         assert response.status == 504
         [recycling] = server.wait_event("recycling", worker_pid=stuck_pid)
         assert "stuck past --harakiri" in str(recycling["reason"]), recycling
         [killed] = server.wait_event("killed", worker_pid=stuck_pid)
         new_pid = int(server.wait_event("ready", count=2)[-1]["worker.pid"])
-        wait_until(lambda: fast.saw({new_pid}), 60, "an answer from the replacement")
-    finally:
-        fast.stop()
+        wait_answered([fast], {new_pid}, "an answer from the replacement")
 
-    assert fast.failures == [], fast.failures[:10]
     records = server.records()
     [ready] = index_of(records, "ready", **{"worker.pid": new_pid})
     [retiring] = index_of(records, "retiring", **{"worker.pid": stuck_pid})
