@@ -830,3 +830,33 @@ def test_a_log_reader_that_goes_away_stops_no_request(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_a_connection_arriving_after_the_workers_stopped_accepting_is_refused(mercy, tmp_path):
+    """During a graceful stop, once every worker has taken the connections
+    queued for it, the listening socket is closed: a new client is refused
+    at once (so a load balancer tries elsewhere) rather than queued, never
+    answered, and reset when mercy exits. The request in flight still
+    completes."""
+    server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2")
+    marker, release = tmp_path / "started", tmp_path / "release"
+    thread, result = slow_request(server, marker, release, seconds=0)
+    wait_for_file(marker)
+
+    server.send_signal(signal.SIGTERM)
+    server.wait_event("retiring")
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=REQUEST_TIMEOUT).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_until(refused, 60, "a refused connection while the worker finishes its request")
+    release.touch()
+    thread.join(timeout=120)
+    assert "error" not in result, result
+    assert (result["response"].status, result["response"].body) == (200, b"slow done")
+    assert server.wait_exit() == 0
+    server.assert_no_events("killed")

@@ -414,6 +414,13 @@ impl Master {
             self.workers.len()
         ));
         self.respawns.clear();
+        // No worker will be started again: the workers' copies of the
+        // listening sockets are the last ones, so each socket closes as soon
+        // as the last worker has taken its queued connections. A client
+        // arriving later is refused (and a load balancer tries elsewhere)
+        // instead of waiting in a queue nobody takes from, to be reset at
+        // exit.
+        self.listeners.clear();
         let pids: Vec<u32> = self.workers.pids();
         for pid in pids {
             let starting = matches!(
