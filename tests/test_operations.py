@@ -49,6 +49,7 @@ from conftest import (
 )
 
 APP = APPS / "ops_app.py"
+SWITCH_APP = APPS / "startup_switch.py"
 LIFECYCLE_EVENTS = ("spawned", "respawned", "retired", "killed", "died")
 
 
@@ -441,6 +442,40 @@ def test_chain_reloads_under_load_fail_no_request_and_keep_at_most_one_extra_wor
     counts = alive_counts(records)
     assert max(counts) <= processes + 1, counts
     server.assert_no_events("reload_failed", "mercy_expired", "killed", "died")
+
+
+def test_a_chain_reload_that_fails_half_way_is_made_whole_by_the_next_reload(mercy, tmp_path):
+    """3 workers; a deploy that only worker 2 cannot load: the chain reload
+    replaces worker 1, fails at worker 2 (`reload_failed`), and workers 2
+    and 3 serve on. Once the deploy is fixed, a SIGHUP starts a generation
+    with a number never used before and leaves exactly 3 workers, all of
+    it: the worker of the half-done chain retires too."""
+    switch = tmp_path / "switch"
+    server = mercy("--wsgi-file", SWITCH_APP, "--processes", "3",
+                   env={"MERCY_TEST_SWITCH": str(switch)})
+    first = server.worker_pids()
+
+    switch.write_text("raise-in 2")
+    server.send_signal(signal.SIGUSR2)
+    [failed] = server.wait_event("reload_failed")
+    assert int(failed["generation"]) == 2, failed
+    server.wait_event("retired", worker_pid=first[1])
+    [chained] = [int(r["worker.pid"]) for r in server.events("ready", generation=2)]
+    half = {chained, first[2], first[3]}
+    wait_until(lambda: server.child_pids() == half, 60,
+               "worker 1 of the chain and the old workers 2 and 3, alone")
+
+    switch.unlink()
+    server.send_signal(signal.SIGHUP)
+    [done] = server.wait_event("reload_done")
+    assert int(done["generation"]) == 3, done
+    for pid in half:
+        server.wait_event("retired", worker_pid=pid)
+    last = server.worker_pids()
+    assert sorted(last) == [1, 2, 3] and half.isdisjoint(last.values()), last
+    wait_until(lambda: server.child_pids() == set(last.values()), 60,
+               f"only generation 3's workers {last} (left: {server.child_pids()})")
+    server.assert_no_events("killed")
 
 
 def progress_counts(server, generation: int) -> list[tuple]:

@@ -147,6 +147,10 @@ struct Master {
     phase: Phase,
     /// The generation that owns the slots (the newest that started whole).
     generation: u64,
+    /// The newest generation any reload started, whole or not: a chain
+    /// reload that failed half-way leaves workers of a generation that
+    /// never owned the slots, and the next reload must not reuse its number.
+    newest_generation: u64,
     workers: Workers,
     /// Another reload was requested while one ran (true: a chain reload).
     reload_pending: Option<bool>,
@@ -183,6 +187,7 @@ impl Master {
             listeners: listeners.into_iter().map(|l| l.fd).collect(),
             phase: Phase::Starting,
             generation: 1,
+            newest_generation: 1,
             workers: Workers::default(),
             reload_pending: None,
             scale_pending: 0,
@@ -346,12 +351,18 @@ impl Master {
         });
     }
 
+    /// A number for a new generation, never given before.
+    fn next_generation(&mut self) -> u64 {
+        self.newest_generation += 1;
+        self.newest_generation
+    }
+
     fn start_reload(&mut self, cause: &str) {
         if let Err(error) = self.reread_config() {
             self.record_reload_failure(self.generation, &error);
             return;
         }
-        let generation = self.generation + 1;
+        let generation = self.next_generation();
         info!(
             event = "reload_started",
             generation, cause, "graceful reload: starting generation {generation}"
@@ -567,11 +578,22 @@ impl Master {
                 worker.replaces = None;
             }
             if let Phase::ChainReloading {
-                generation: new, ..
+                generation: new,
+                slot,
             } = self.phase
             {
                 if generation == new {
                     self.record_reload_failure(new, error);
+                    if slot > 1 {
+                        warn!(
+                            generation = new,
+                            "the chain reload stopped at worker {slot}: workers 1 to {} \
+                             already serve generation {new}, the others generation {}; \
+                             the next reload makes them one generation again",
+                            slot - 1,
+                            self.generation
+                        );
+                    }
                     self.replacement_failed(old, error);
                     self.phase = Phase::Serving;
                     self.after_reload_or_start();

@@ -21,7 +21,7 @@ impl Master {
             self.record_reload_failure(self.generation, &error);
             return;
         }
-        let generation = self.generation + 1;
+        let generation = self.next_generation();
         info!(
             event = "reload_started",
             generation,

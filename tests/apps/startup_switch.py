@@ -4,6 +4,7 @@ workers fail or hang while loading (no dependencies).
 $MERCY_TEST_SWITCH names a file read at import (absent: a normal start):
     exit          the worker ends itself at import with os._exit(1)
     hold PATH     the import waits until PATH exists (at most 60 s)
+    raise-in N    worker N (mercy.worker_id()) raises RuntimeError at import
 
 Routes:
     /pid    JSON: this worker's pid and mercy.worker_id()
@@ -27,6 +28,8 @@ def _obey_switch():
         return
     if command[0] == "exit":
         os._exit(1)
+    if command[0] == "raise-in" and mercy.worker_id() == int(command[1]):
+        raise RuntimeError(f"worker {command[1]} cannot load this deploy")
     if command[0] == "hold":
         deadline = time.monotonic() + HOLD_SECONDS
         while not os.path.exists(command[1]) and time.monotonic() < deadline:
