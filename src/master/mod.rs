@@ -147,10 +147,6 @@ struct Master {
     phase: Phase,
     /// The generation that owns the slots (the newest that started whole).
     generation: u64,
-    /// The newest generation any reload started, whole or not: a chain
-    /// reload that failed half-way leaves workers of a generation that
-    /// never owned the slots, and the next reload must not reuse its number.
-    newest_generation: u64,
     workers: Workers,
     /// Another reload was requested while one ran (true: a chain reload).
     reload_pending: Option<bool>,
@@ -187,7 +183,6 @@ impl Master {
             listeners: listeners.into_iter().map(|l| l.fd).collect(),
             phase: Phase::Starting,
             generation: 1,
-            newest_generation: 1,
             workers: Workers::default(),
             reload_pending: None,
             scale_pending: 0,
@@ -351,10 +346,19 @@ impl Master {
         });
     }
 
-    /// A number for a new generation, never given before.
-    fn next_generation(&mut self) -> u64 {
-        self.newest_generation += 1;
-        self.newest_generation
+    /// The number of a new generation: above the one owning the slots and
+    /// any worker serving. A failed reload, none of whose workers served,
+    /// hands its number on; a chain reload that failed half-way leaves
+    /// workers of its generation serving, and the next reload must not
+    /// take them for its own.
+    fn next_generation(&self) -> u64 {
+        let serving = self
+            .workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready)
+            .map(|w| w.generation)
+            .max();
+        self.generation.max(serving.unwrap_or(0)) + 1
     }
 
     fn start_reload(&mut self, cause: &str) {
