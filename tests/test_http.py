@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -539,6 +541,99 @@ def test_clients_gone_mid_response_do_not_use_up_request_slots(mercy, tmp_path, 
         assert wire.read_response().body == b"hello"
     for index in range(2):
         assert len(app.events.wait("close", f"gone{index}", timeout=30)) == 1
+
+
+def stop_without_mercy_expired(app: App):
+    """SIGTERM: the worker has no request left running, so the shutdown
+    completes without --worker-reload-mercy expiring."""
+    app.server.send_signal(signal.SIGTERM)
+    assert app.server.wait_exit() == 0
+    app.server.wait_event("shutdown_done")
+    app.server.assert_no_events("mercy_expired", "killed")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_head_on_an_endless_stream_stops_iterating_after_the_head(mercy, tmp_path, mode):
+    """HEAD on a body that never ends (1 KiB every 10 ms): no body byte will
+    be written, so the app's iterable is advanced once (for the head), then
+    closed exactly once; the connection goes on with the pipelined GET, and
+    a SIGTERM finds no request left running."""
+    app = serve(mercy, tmp_path, mode, "--worker-reload-mercy", "60")
+    head = b"HEAD /close?id=head&mode=trickle HTTP/1.1\r\nHost: t\r\n\r\n"
+    with app.wire() as wire:
+        wire.send(head + get("/hello"))
+        assert wire.read_response(head_request=True).raw == (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+        assert wire.read_response().body == b"hello"
+    assert assert_closed_once(app, "head")["produced"] == 1
+    stop_without_mercy_expired(app)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_client_gone_during_empty_chunks_ends_the_iteration(mercy, tmp_path, mode):
+    """A GET whose body yields only empty chunks (SSE-style keep-alives,
+    which write nothing): once the client closes its connection, iteration
+    stops and close() runs exactly once; a SIGTERM then finds no request
+    left running."""
+    app = serve(mercy, tmp_path, mode, "--worker-reload-mercy", "60")
+    with app.wire() as wire:
+        wire.send(get("/close?id=idle&mode=keep-alive"))
+        app.events.wait("call", "idle")
+    assert_closed_once(app, "idle")
+    stop_without_mercy_expired(app)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_request_log_of_an_aborted_stream_has_the_status_and_bytes_written(
+        mercy, tmp_path, mode):
+    """A client reads 20 KiB of an endless stream of 1 KiB chunks, then
+    resets the connection: the request log line says 200 and the body bytes
+    written to the socket before a write failed (whole chunks, at least what
+    the client read), not 0 and 0."""
+    app = serve(mercy, tmp_path, mode)
+    with app.wire() as wire:
+        wire.send(get("/close?id=abort&mode=trickle"))
+        wire.read_head()
+        while len(wire.received) < 20 * 1024:
+            assert wire.receive_some()
+        wire.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert_closed_once(app, "abort")
+    [record] = app.server.wait_event("request", path="/close")
+    assert record["status"] == 200, record
+    assert record["size"] >= 19 * 1024 and record["size"] % 1024 == 0, record
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "999 Odd", "abc"])
+def test_status_outside_200_to_599_gets_500_before_anything_is_sent(
+        mercy, tmp_path, mode, status):
+    """An app status that is not a final response (1xx), or not a known
+    class (999), or not a code at all: refused before anything is sent, so
+    the client gets the 500 and nothing else (the 500 closes the
+    connection, so the GET pipelined behind is never answered as this one,
+    and never run), and an app_error names the status."""
+    app = serve(mercy, tmp_path, mode)
+    code = status.replace(" ", "+")
+    received = app.send_and_read_all(get(f"/status?id=bad&code={code}") + get("/hello?id=next"))
+    [response], rest = parse_responses(received)
+    assert (response.status, response.body, rest) == (500, INTERNAL_ERROR_BODY, b"")
+    [error] = app.server.wait_event("app_error", path="/status")
+    assert repr(status) in error["traceback"], error
+    assert app.events.calls("next") == []
+    app.hello_still_works()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_app_returning_none_gets_500_and_a_message_saying_so(mercy, tmp_path, mode):
+    """An app that returns None: a 500 and an app_error that says the app
+    returned None instead of an iterable of bytes."""
+    app = serve(mercy, tmp_path, mode)
+    response = app.exchange(get("/none"))
+    assert (response.status, response.body) == (500, INTERNAL_ERROR_BODY)
+    [error] = app.server.wait_event("app_error", path="/none")
+    assert "the app returned None instead of an iterable of bytes" in error["traceback"], error
+    assert "NoneType" not in error["traceback"], error
 
 
 # --- Content-Length ----------------------------------------------------------------------

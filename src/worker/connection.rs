@@ -500,6 +500,9 @@ where
         expect_continue: incoming.expect_continue,
         close_delimited: incoming.uwsgi,
         response_protocol: incoming.response_protocol,
+        harakiri_at: config
+            .harakiri
+            .map(|limit| tokio::time::Instant::from_std(started) + limit),
     };
     let request_id = context.begin_request(&incoming.method, &incoming.path);
     let method = incoming.method.clone();
@@ -524,34 +527,33 @@ where
         return Ok(false);
     }
     crate::wsgi::wake_hub();
-    let harakiri_at = config
-        .harakiri
-        .map(|limit| tokio::time::Instant::from_std(started) + limit);
+    let mut done = Done {
+        status: 0,
+        body_bytes: 0,
+        unwritten: 0,
+        keep_alive: false,
+        harakiri: false,
+        short_by: 0,
+        dropped: 0,
+    };
+    // A failed write still leaves in `done` the status and the body bytes
+    // that reached the socket before it, for the request log.
     let outcome = respond(
-        stream,
-        buffer,
-        &mut body,
-        events,
-        &exchange,
-        context,
-        harakiri_at,
+        stream, buffer, &mut body, events, &exchange, context, &mut done,
     )
     .await;
-    if let Ok(done) = &outcome {
-        if done.harakiri {
-            super::harakiri::report(&slot, &method, &incoming_path_for_log, context);
-        }
+    if done.harakiri {
+        super::harakiri::report(&slot, &method, &incoming_path_for_log, context);
     }
     context.end_request(request_id);
 
-    if let Ok(done) = &outcome {
-        report_misframed_body(done, &method, &incoming_path_for_log, context);
+    if outcome.is_ok() {
+        report_misframed_body(&done, &method, &incoming_path_for_log, context);
     }
 
-    let (status, sent, mut keep_alive) = match &outcome {
-        Ok(done) => (done.status, done.body_bytes, done.keep_alive),
-        Err(_) => (0, 0, false),
-    };
+    let status = done.status;
+    let sent = done.body_bytes;
+    let mut keep_alive = done.keep_alive && outcome.is_ok();
     let elapsed = started.elapsed();
     context.record_request(sent, elapsed);
     context.check_max_requests();
@@ -621,12 +623,17 @@ struct Exchange {
     close_delimited: bool,
     /// The protocol the status line names.
     response_protocol: Box<[u8]>,
+    /// When the request passes `--harakiri`, if it is set.
+    harakiri_at: Option<tokio::time::Instant>,
 }
 
 /// A response that was written.
 struct Done {
     status: u16,
+    /// Body bytes written to the socket.
     body_bytes: u64,
+    /// Body bytes framed into the output buffer and not yet written.
+    unwritten: u64,
     keep_alive: bool,
     /// The request passed `--harakiri`.
     harakiri: bool,
@@ -658,29 +665,21 @@ async fn respond<S>(
     mut events: mpsc::UnboundedReceiver<Event>,
     exchange: &Exchange,
     context: &WorkerContext,
-    harakiri_at: Option<tokio::time::Instant>,
-) -> std::io::Result<Done>
+    done: &mut Done,
+) -> std::io::Result<()>
 where
     S: Transport,
 {
     let timeout = context.config.socket_timeout;
     let mut continue_sent = false;
     let mut framing = Framing::None;
-    let mut done = Done {
-        status: 0,
-        body_bytes: 0,
-        keep_alive: false,
-        harakiri: false,
-        short_by: 0,
-        dropped: 0,
-    };
     // Set once the request body turned out malformed (perhaps before the
     // app was called): whatever the app answers then, the client gets a 400
     // and the connection closes.
     let mut body_malformed = body.is_malformed();
     let mut out = BytesMut::new();
     loop {
-        let next = match harakiri_at {
+        let next = match exchange.harakiri_at {
             Some(at) => tokio::select! {
                 event = events.recv() => event,
                 () = tokio::time::sleep_until(at) => {
@@ -699,7 +698,7 @@ where
                     }
                     done.keep_alive = false;
                     done.harakiri = true;
-                    return Ok(done);
+                    return Ok(());
                 }
             },
             None => events.recv().await,
@@ -728,7 +727,7 @@ where
                 done.status = 400;
                 done.body_bytes = body_length;
                 done.keep_alive = false;
-                return Ok(done);
+                return Ok(());
             }
             Event::Head {
                 head,
@@ -759,52 +758,62 @@ where
                     whole_length,
                     &mut done.keep_alive,
                 );
-                write_body(&mut out, &mut framing, &first, &mut done);
+                write_body(&mut out, &mut framing, &first, done);
                 if end {
-                    finish_body(&mut out, framing, &mut done);
+                    finish_body(&mut out, framing, done);
                 }
-                stream.write_all(&out).await?;
-                out.clear();
+                write_out(stream, &mut out, done).await?;
                 if end {
-                    return Ok(done);
+                    return Ok(());
                 }
             }
             Event::Body(bytes) => {
-                write_body(&mut out, &mut framing, &bytes, &mut done);
-                stream.write_all(&out).await?;
-                out.clear();
+                write_body(&mut out, &mut framing, &bytes, done);
+                write_out(stream, &mut out, done).await?;
             }
             Event::End => {
-                finish_body(&mut out, framing, &mut done);
-                stream.write_all(&out).await?;
-                return Ok(done);
+                finish_body(&mut out, framing, done);
+                write_out(stream, &mut out, done).await?;
+                return Ok(());
             }
             Event::Flush(reply) => reply.send(()),
+            Event::Probe(reply) => {
+                if stream.peer_gone() {
+                    // Dropping the reply unanswered tells the app's thread.
+                    debug!("the client left while the app produced only empty chunks");
+                    done.keep_alive = false;
+                    return Ok(());
+                }
+                reply.send(());
+            }
             Event::File {
                 file,
                 offset,
                 length,
             } => {
-                send_file(
-                    stream,
-                    &mut out,
-                    &mut framing,
-                    &file,
-                    offset,
-                    length,
-                    &mut done,
-                )
-                .await?;
+                send_file(stream, &mut out, &mut framing, &file, offset, length, done).await?;
             }
             Event::Abort => {
                 done.keep_alive = false;
-                return Ok(done);
+                return Ok(());
             }
         }
     }
     // The Python side went away without ending the response.
     done.keep_alive = false;
-    Ok(done)
+    Ok(())
+}
+
+/// Writes what `out` holds; the body bytes in it count as sent (for the
+/// request log) once the write succeeded.
+async fn write_out<S>(stream: &mut S, out: &mut BytesMut, done: &mut Done) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    stream.write_all(out).await?;
+    out.clear();
+    done.body_bytes += std::mem::take(&mut done.unwritten);
+    Ok(())
 }
 
 /// Writes the status line and headers, choosing the body framing.
@@ -933,17 +942,17 @@ fn write_body(out: &mut BytesMut, framing: &mut Framing, bytes: &[u8], done: &mu
             }
             out.extend_from_slice(&bytes[..allowed]);
             *remaining -= allowed as u64;
-            done.body_bytes += allowed as u64;
+            done.unwritten += allowed as u64;
         }
         Framing::Chunked => {
             let _ = write!(BytesWriter(out), "{:x}\r\n", bytes.len());
             out.extend_from_slice(bytes);
             out.extend_from_slice(b"\r\n");
-            done.body_bytes += bytes.len() as u64;
+            done.unwritten += bytes.len() as u64;
         }
         Framing::Close => {
             out.extend_from_slice(bytes);
-            done.body_bytes += bytes.len() as u64;
+            done.unwritten += bytes.len() as u64;
         }
     }
 }

@@ -17,6 +17,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin {
         offset: u64,
         length: u64,
     ) -> impl Future<Output = std::io::Result<u64>>;
+
+    /// Whether the client closed or reset the connection, as far as the
+    /// kernel knows now: one poll(2) that never waits. Bytes the client
+    /// sent and that are still unread (a pipelined request) do not hide a
+    /// close that follows them.
+    fn peer_gone(&self) -> bool;
 }
 
 /// What the sendfile loop needs of a tokio socket.
@@ -54,6 +60,10 @@ impl Transport for TcpStream {
     ) -> std::io::Result<u64> {
         send_file_on(self, file, offset, length).await
     }
+
+    fn peer_gone(&self) -> bool {
+        peer_gone_on(self.as_raw_fd())
+    }
 }
 
 impl Transport for UnixStream {
@@ -65,6 +75,22 @@ impl Transport for UnixStream {
     ) -> std::io::Result<u64> {
         send_file_on(self, file, offset, length).await
     }
+
+    fn peer_gone(&self) -> bool {
+        peer_gone_on(self.as_raw_fd())
+    }
+}
+
+fn peer_gone_on(fd: std::os::fd::RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `poll` is one live pollfd for an open descriptor; a timeout
+    // of 0 makes the call return at once.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 async fn send_file_on<S: WriteReadiness>(

@@ -120,6 +120,10 @@ pub enum Event {
     /// Answer once every earlier event is written: the app's flow control,
     /// so a slow client holds back the app instead of filling memory.
     Flush(Reply<()>),
+    /// Answer if the client is still connected; if it left, end the
+    /// exchange without answering. Sent when the app yields an empty chunk,
+    /// which writes nothing that could find out.
+    Probe(Reply<()>),
 }
 
 impl Event {
@@ -128,7 +132,7 @@ impl Event {
     pub fn abandon(self) {
         match self {
             Self::ReadBody { reply, .. } => reply.abandon(),
-            Self::Flush(reply) => reply.abandon(),
+            Self::Flush(reply) | Self::Probe(reply) => reply.abandon(),
             _ => {}
         }
     }

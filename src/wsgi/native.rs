@@ -270,7 +270,7 @@ fn handle(py: Python<'_>, app: &Bound<'_, PyAny>, request: Request, core: usize)
         .slot
         .store(core, std::sync::atomic::Ordering::Relaxed);
     context.core_busy(core, true);
-    let response = Response::new(request.events.clone());
+    let response = Response::new(request.events.clone(), &*request.method == "HEAD");
     let outcome = call_app(py, app, &request, &response);
     if let Err(error) = outcome {
         context.record_exception();

@@ -21,6 +21,9 @@ const FLOW_WINDOW: usize = 256 * 1024;
 pub struct Response {
     state: Mutex<State>,
     events: mpsc::UnboundedSender<Event>,
+    /// A HEAD request: no body byte is ever written, so the response ends
+    /// with its head and the app's iterable is not advanced further.
+    head_only: bool,
 }
 
 #[derive(Default)]
@@ -43,10 +46,11 @@ struct State {
 pub struct Disconnected;
 
 impl Response {
-    pub fn new(events: mpsc::UnboundedSender<Event>) -> Arc<Self> {
+    pub fn new(events: mpsc::UnboundedSender<Event>, head_only: bool) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             events,
+            head_only,
         })
     }
 
@@ -90,8 +94,24 @@ impl Response {
 
     /// Waits until everything queued so far is written to the client.
     fn flush(&self, py: Python<'_>) -> Result<(), Disconnected> {
+        self.round_trip(py, Event::Flush)
+    }
+
+    /// Whether the client is still connected. Asked when the app yields an
+    /// empty chunk (an SSE-style keep-alive): nothing is written then, so
+    /// no write would find out that the client left.
+    pub fn client_present(&self, py: Python<'_>) -> bool {
+        !self.lock().disconnected && self.round_trip(py, Event::Probe).is_ok()
+    }
+
+    /// Sends the event `make` builds and waits for the connection's answer.
+    fn round_trip(
+        &self,
+        py: Python<'_>,
+        make: fn(super::Reply<()>) -> Event,
+    ) -> Result<(), Disconnected> {
         let (reply, written) = reply_channel();
-        if let Err(unsent) = self.events.send(Event::Flush(reply)) {
+        if let Err(unsent) = self.events.send(make(reply)) {
             unsent.0.abandon();
             self.lock().disconnected = true;
             return Err(Disconnected);
@@ -106,10 +126,12 @@ impl Response {
     }
 
     /// Sends body bytes, preceded by the head if it has not gone out yet.
+    /// Returns whether more of the body is wanted: false once the client is
+    /// gone, or once the head of a HEAD response went out.
     pub fn send_body(&self, py: Python<'_>, body: Bytes, end: bool) -> PyResult<bool> {
         let event = {
             let mut state = self.lock();
-            if state.disconnected {
+            if state.disconnected || (self.head_only && state.head_sent) {
                 return Ok(false);
             }
             if state.head_sent {
@@ -126,6 +148,17 @@ impl Response {
             }
         };
         let sent = match event {
+            Some(head) if self.head_only => {
+                // The head is all a HEAD response has: end it now rather
+                // than iterate a body nobody will see (PEP 3333 lets the
+                // server stop early; close() still runs once).
+                let sent = self.send(py, head);
+                if sent.is_ok() && !end {
+                    self.lock().finished = true;
+                    let _ = self.send(py, Event::End);
+                }
+                return Ok(false);
+            }
             Some(head) => self.send(py, head),
             None => {
                 let sent = if body.is_empty() {
@@ -319,7 +352,7 @@ pub struct Write {
 impl Write {
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = body_bytes(data)?;
-        if !self.response.send_body(py, bytes, false)? {
+        if !self.response.send_body(py, bytes, false)? && !self.response.head_only {
             return Err(pyo3::exceptions::PyConnectionError::new_err(
                 "the client closed the connection",
             ));
@@ -341,9 +374,18 @@ pub fn send_result(py: Python<'_>, response: &Response, result: &Bound<'_, PyAny
     if let Ok(tuple) = result.cast::<PyTuple>() {
         return send_sequence(py, response, tuple.iter());
     }
+    if result.is_none() {
+        return Err(PyTypeError::new_err(
+            "the app returned None instead of an iterable of bytes: it must return \
+             the body, such as [b\"...\"] or a generator of bytes (is a return missing?)",
+        ));
+    }
     for item in result.try_iter()? {
         let bytes = body_bytes(&item?)?;
         if bytes.is_empty() {
+            if !response.client_present(py) {
+                return Ok(());
+            }
             continue;
         }
         if !response.send_body(py, bytes, false)? {
@@ -434,7 +476,7 @@ fn not_bytes(item: &Bound<'_, PyAny>) -> PyErr {
 /// `"200 OK"` -> (200, the text as bytes). A three-digit code, then a space
 /// and a reason (or nothing); latin-1; no control characters.
 fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(u16, Box<[u8]>)> {
-    let bad = |why: &str| PyValueError::new_err(format!("invalid status {status}: {why}"));
+    let bad = |why: &str| PyValueError::new_err(format!("invalid status {status:?}: {why}"));
     let text = status
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err("the status must be a str, like '200 OK'"))?;
@@ -452,6 +494,12 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(u16, Box<[u8]>)> {
     let code = digits
         .iter()
         .fold(0u16, |code, digit| code * 10 + u16::from(digit - b'0'));
+    if !(200..=599).contains(&code) {
+        // A 1xx would leave the request without a final response and the
+        // next one on the connection answered as this one.
+        return Err(bad("an app's status must be a final response, 200 to 599 \
+             (mercy sends 100 Continue itself when the app reads the body)"));
+    }
     Ok((code, bytes))
 }
 

@@ -14,8 +14,13 @@ Routes (PATH_INFO; parameters in the query string):
     /exc-info-after   write(b"partial"), then start_response with exc_info:
                       records whether the same exception came back, re-raises it
     /twice            start_response twice without exc_info
-    /close            a closing iterable; mode=ok|raise-first|raise-later|forever;
-                      each chunk of mode=forever is recorded before it is given
+    /close            a closing iterable; mode=ok|raise-first|raise-later|forever|
+                      trickle|keep-alive; each chunk of mode=forever is recorded
+                      before it is given; trickle yields b"x" * 1024 every 10 ms
+                      and keep-alive b"" every 10 ms, both without end
+    /status           start_response with the status `code` (any text), then
+                      returns [b"body"]
+    /none             start_response 200, then returns None
     /file             wsgi.file_wrapper around a real file of FILE_BYTES[:size]
                       (default all); seek=K seeks first, read=R reads R bytes
                       through the buffered file first; length=L sets
@@ -42,6 +47,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from urllib.parse import parse_qs
 
 EVENTS = os.environ.get("MERCY_TEST_EVENTS")
@@ -96,6 +102,12 @@ class ClosingBody:
                 record(self.request_id, "chunk", index=index)
                 yield FOREVER_CHUNK
             return
+        if self.mode in ("trickle", "keep-alive"):
+            chunk = b"x" * 1024 if self.mode == "trickle" else b""
+            while True:
+                self.produced += 1
+                yield chunk
+                time.sleep(0.01)
         self.produced += 1
         yield b"first;"
         if self.mode == "raise-later":
@@ -311,6 +323,12 @@ def application(environ, start_response):
     if path == "/close":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ClosingBody(request_id, query.get("mode", ["ok"])[0])
+    if path == "/status":
+        start_response(query["code"][0], [("Content-Type", "text/plain")])
+        return [b"body"]
+    if path == "/none":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return None
     if path == "/file":
         return file_route(environ, start_response, query, request_id)
     if path == "/short":
