@@ -1292,6 +1292,26 @@ def test_ini_file_and_section(mercy, tmp_path):
     assert "it has no [production] section" in missing.text(), missing.tail()
 
 
+def test_ini_file_with_a_byte_order_mark(mercy, tmp_path):
+    """An ini file saved with a UTF-8 byte order mark (as Windows editors
+    write it) is read like one without: its [uwsgi] section is found, its
+    options apply (2 processes, its env) and its errors keep their line
+    numbers."""
+    ini = tmp_path / "bom.ini"
+    ini.write_bytes(b"\xef\xbb\xbf" + SECTIONS_INI.format(app=API_APP)
+                    .replace("processes = 1", "processes = 2").encode())
+    server = mercy(ini, ready=2)
+    for info in info_until_workers(server, 2).values():
+        assert (info["ini_env"], info["numproc"]) == ({"INI_SECTION": "uwsgi"}, 2)
+
+    broken = tmp_path / "broken.ini"
+    broken.write_bytes(b"\xef\xbb\xbf[uwsgi]\nprocesses = many\n")
+    refused = mercy("--wsgi-file", API_APP, broken, ready=0)
+    assert refused.wait_exit() == 1
+    assert f"configuration error: ini file {broken}, line 2: processes = many: " \
+        in refused.text(), refused.tail()
+
+
 def test_http_socket_and_http_in_an_ini_file(mercy, tmp_path):
     """An ini file's `http-socket` and uWSGI's `http` (its router, which
     mercy's workers replace) both serve HTTP."""
