@@ -1349,6 +1349,31 @@ def test_fifo_letters_and_scaling_signals(mercy, tmp_path):
     server.assert_no_events("killed", "died", "reload_failed")
 
 
+@pytest.mark.parametrize("option, name, expected", [
+    ("--master-fifo", "x.fifo", "--master-fifo {path}: cannot create the FIFO: "),
+    ("--master-fifo", "", "--master-fifo {path}: it exists and is not a FIFO"),
+    ("--stats", "stats.sock", "cannot listen for --stats on unix:{path}: "),
+    ("--metrics", "metrics.sock", "cannot listen for --metrics on unix:{path}: "),
+    ("--pidfile", "mercy.pid", "cannot write --pidfile {path}: "),
+], ids=["fifo-no-folder", "fifo-not-a-fifo", "stats", "metrics", "pidfile"])
+def test_set_up_errors_name_the_option_and_the_path(mercy, tmp_path, option, name, expected):
+    """A path for --master-fifo, --stats, --metrics or --pidfile in a folder
+    that does not exist (or, for the FIFO, a regular file) stops mercy at
+    start (exit status 1) with a message naming the option and the path,
+    and no worker starts."""
+    if name:
+        path = tmp_path / "no-such-folder" / name
+    else:
+        path = tmp_path / "plain-file"
+        path.write_text("precious")
+    server = mercy("--wsgi-file", APP, option, path, ready=0)
+    assert server.wait_exit() == 1
+    assert expected.format(path=path) in server.text(), server.tail()
+    server.assert_no_events("spawned")
+    if not name:
+        assert path.read_text() == "precious"
+
+
 @pytest.mark.parametrize("option", ["--stats", "--http"])
 def test_unix_socket_paths_taken_by_others_are_refused(mercy, tmp_path, option):
     """A unix socket path (--stats, or --http) that is a regular file:
