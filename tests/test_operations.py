@@ -828,7 +828,8 @@ def test_harakiri_replaces_a_worker_whose_thread_cannot_be_stopped(mercy):
     gets 504; the worker is replaced (`recycling` naming the stuck request,
     a new worker ready before the old one retires), the stuck worker is
     killed after its grace; a fast client on the other thread sees no
-    failure."""
+    failure. A clean SIGTERM then logs shutdown_done with killed=0: it
+    counts that shutdown's kills, not the earlier one."""
     stats_port = free_port()
     server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2",
                    "--harakiri", "2", "--harakiri-graceful-timeout", "2",
@@ -855,6 +856,11 @@ def test_harakiri_replaces_a_worker_whose_thread_cannot_be_stopped(mercy):
     assert document["forced_kills"] == 1
     counts = [(w["id"], w["harakiri_count"]) for w in document["workers"]]
     assert counts == [(1, 1)], f"one request passed --harakiri once; (id, harakiri_count): {counts}"
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    [done] = server.wait_event("shutdown_done")
+    assert done["killed"] == 0, f"the shutdown killed no worker (the kill was before): {done}"
 
 
 def test_request_answered_504_while_waiting_for_a_thread_is_never_run(mercy, tmp_path):

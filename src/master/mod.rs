@@ -162,7 +162,11 @@ struct Master {
     respawns: Vec<(u32, Instant)>,
     /// Per slot: consecutive quick deaths, for the respawn backoff.
     quick_deaths: Vec<u32>,
+    /// Workers killed over the instance's life (the stats' forced_kills).
     killed_count: u64,
+    /// `killed_count` when the shutdown began: `shutdown_done` counts the
+    /// kills since then only.
+    killed_before_shutdown: u64,
     slots: HashMap<u32, SlotHistory>,
     last_reload: Option<ReloadRecord>,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
@@ -191,6 +195,7 @@ impl Master {
             respawns: Vec::new(),
             quick_deaths: vec![0; slots + 1],
             killed_count: 0,
+            killed_before_shutdown: 0,
             slots: HashMap::new(),
             last_reload: None,
             events_tx,
@@ -407,6 +412,11 @@ impl Master {
             "{} shutdown started",
             if graceful { "graceful" } else { "fast" }
         );
+        // A graceful shutdown escalated to a fast one is still the same
+        // shutdown: its kills count from the first request.
+        if !matches!(self.phase, Phase::ShuttingDown { .. }) {
+            self.killed_before_shutdown = self.killed_count;
+        }
         self.phase = Phase::ShuttingDown { mode };
         self.notifier.stopping(&format!(
             "{} shutdown: {} workers retiring",
@@ -794,7 +804,7 @@ impl Master {
         if matches!(self.phase, Phase::ShuttingDown { .. }) && self.workers.len() == 0 {
             info!(
                 event = "shutdown_done",
-                killed = self.killed_count,
+                killed = self.killed_count - self.killed_before_shutdown,
                 "shutdown done"
             );
             self.outcome = Some(Outcome::Stopped);
