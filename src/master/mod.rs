@@ -29,6 +29,7 @@ use workers::{Worker, WorkerState, Workers};
 
 pub use sockets::{bind_all, BindError, Listener};
 pub use systemd::{activated_sockets, Notifier};
+pub use vacuum::remove_at_exit;
 
 /// How long a worker of a fast shutdown gets before it is killed.
 const FAST_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
