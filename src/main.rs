@@ -156,11 +156,8 @@ fn run_master(config: config::Config) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let outcome = master::run(config, listeners, notifier);
-    if let Some(path) = pidfile {
-        let _ = std::fs::remove_file(path);
-    }
-    for path in unix_paths {
-        let _ = std::fs::remove_file(path);
+    for path in pidfile.iter().chain(&unix_paths) {
+        master::remove_at_exit(path);
     }
     match outcome {
         Ok(master::Outcome::Stopped) => ExitCode::SUCCESS,

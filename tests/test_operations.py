@@ -863,7 +863,8 @@ def test_harakiri_replaces_a_worker_whose_thread_cannot_be_stopped(mercy):
     gets 504; the worker is replaced (`recycling` naming the stuck request,
     a new worker ready before the old one retires), the stuck worker is
     killed after its grace; a fast client on the other thread sees no
-    failure."""
+    failure. A clean SIGTERM then logs shutdown_done with killed=0: it
+    counts that shutdown's kills, not the earlier one."""
     stats_port = free_port()
     server = mercy("--wsgi-file", APP, "--processes", "1", "--threads", "2",
                    "--harakiri", "2", "--harakiri-graceful-timeout", "2",
@@ -890,6 +891,11 @@ def test_harakiri_replaces_a_worker_whose_thread_cannot_be_stopped(mercy):
     assert document["forced_kills"] == 1
     counts = [(w["id"], w["harakiri_count"]) for w in document["workers"]]
     assert counts == [(1, 1)], f"one request passed --harakiri once; (id, harakiri_count): {counts}"
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    [done] = server.wait_event("shutdown_done")
+    assert done["killed"] == 0, f"the shutdown killed no worker (the kill was before): {done}"
 
 
 def test_request_answered_504_while_waiting_for_a_thread_is_never_run(mercy, tmp_path):
@@ -1382,6 +1388,31 @@ def test_fifo_letters_and_scaling_signals(mercy, tmp_path):
     assert not stats_path.exists(), "the stats socket was left behind"
     assert not metrics_path.exists(), "the metrics socket was left behind"
     server.assert_no_events("killed", "died", "reload_failed")
+
+
+@pytest.mark.parametrize("option, name, expected", [
+    ("--master-fifo", "x.fifo", "--master-fifo {path}: cannot create the FIFO: "),
+    ("--master-fifo", "", "--master-fifo {path}: it exists and is not a FIFO"),
+    ("--stats", "stats.sock", "cannot listen for --stats on unix:{path}: "),
+    ("--metrics", "metrics.sock", "cannot listen for --metrics on unix:{path}: "),
+    ("--pidfile", "mercy.pid", "cannot write --pidfile {path}: "),
+], ids=["fifo-no-folder", "fifo-not-a-fifo", "stats", "metrics", "pidfile"])
+def test_set_up_errors_name_the_option_and_the_path(mercy, tmp_path, option, name, expected):
+    """A path for --master-fifo, --stats, --metrics or --pidfile in a folder
+    that does not exist (or, for the FIFO, a regular file) stops mercy at
+    start (exit status 1) with a message naming the option and the path,
+    and no worker starts."""
+    if name:
+        path = tmp_path / "no-such-folder" / name
+    else:
+        path = tmp_path / "plain-file"
+        path.write_text("precious")
+    server = mercy("--wsgi-file", APP, option, path, ready=0)
+    assert server.wait_exit() == 1
+    assert expected.format(path=path) in server.text(), server.tail()
+    server.assert_no_events("spawned")
+    if not name:
+        assert path.read_text() == "precious"
 
 
 @pytest.mark.parametrize("option", ["--stats", "--http"])

@@ -63,6 +63,26 @@ def test_worker_maps_only_the_libpython_of_the_venvs_base_python(mercy):
     assert mapped == {expected}
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--http", "127.0.0.1"), ("--http", "localhost"), ("--socket", "0.0.0.0"),
+    ("--stats", "127.0.0.1"),
+])
+def test_address_without_its_port_is_refused(mercy, option, value):
+    """`--http 127.0.0.1` (the port forgotten) is a configuration error
+    naming the option and saying how to write the port or a unix socket of
+    that name (exit status 1, no worker), not a unix socket file created in
+    the working folder."""
+    server = mercy("--wsgi-file", APPS / "basic.py", option, value, ready=0)
+
+    assert server.wait_exit() == 1
+    [error] = server.events("config_error")
+    assert error["message"] == (
+        f"configuration error: invalid address \"{value}\" in {option}: no port: "
+        f"write {value}:PORT, or ./{value} for a unix socket of that name"), error
+    assert not (REPO / value).exists()
+    server.assert_no_events("spawned")
+
+
 def test_app_that_fails_to_import_ends_first_start_with_status_3(mercy):
     """An app raising ModuleNotFoundError at import: mercy exits with status 3
     at first start, and the log's `app_load_failed` names the exception, the

@@ -1014,6 +1014,54 @@ def test_uid_and_gid_drop_privileges_after_binding(mercy, args):
         shutil.rmtree(private, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs a start as root")
+def test_files_the_dropped_user_cannot_remove_are_named_at_exit(mercy):
+    """Started as root with --uid nobody, a unix socket and a pidfile in a
+    folder only root can write: at exit the master (now nobody) cannot
+    remove them; each is named in a warning saying permission was denied
+    and why, and mercy still exits 0."""
+    import pwd
+    uid = pwd.getpwnam("nobody").pw_uid
+    python_home = Path(python_facts()["prefix"])
+    if not readable_by_nobody(python_home / "lib"):
+        pytest.skip(f"nobody cannot read the embedded Python under {python_home}")
+    private = Path(tempfile.mkdtemp(prefix="mercy-uid-"))
+    private.chmod(0o755)
+    socket_path, pidfile = private / "app.sock", private / "mercy.pid"
+    try:
+        server = mercy("--wsgi-file", API_APP, "--socket", socket_path, "--pidfile", pidfile,
+                       "--vacuum", "--uid", str(uid), ready=1)
+        assert server.get("/").body == b"hello"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+        warnings = [r["message"] for r in server.records() if r.get("level") == "WARN"]
+        for path in (socket_path, pidfile):
+            assert path.exists()
+            [warning] = [w for w in warnings if w.startswith(f"cannot remove {path} at exit: ")]
+            assert "Permission denied" in warning and "--uid" in warning, warning
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def test_a_pidfile_that_cannot_be_removed_is_named_at_exit(mercy, tmp_path):
+    """A --pidfile path that became a folder with a file in it while mercy
+    ran cannot be removed at exit: a warning names the path and the error,
+    and mercy still exits 0 (the same warning names files that --uid left
+    the master no right to remove)."""
+    pidfile = tmp_path / "mercy.pid"
+    server = mercy("--wsgi-file", API_APP, "--pidfile", pidfile, "--vacuum")
+    assert pidfile.read_text() == f"{server.pid}\n"
+    pidfile.unlink()
+    pidfile.mkdir()
+    (pidfile / "kept").write_text("kept")
+    server.send_signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    warnings = [r["message"] for r in server.records()
+                if r["message"].startswith(f"cannot remove {pidfile} at exit: ")]
+    assert len(warnings) == 1 and "remove it by hand" in warnings[0], server.tail()
+    assert (pidfile / "kept").read_text() == "kept"
+
+
 def test_unknown_uid_is_refused(mercy):
     """--uid naming no user stops mercy at start with a message naming the
     option and the value."""
@@ -1290,6 +1338,26 @@ def test_ini_file_and_section(mercy, tmp_path):
     missing = mercy("--ini", f"{ini}:production", ready=0)
     assert missing.wait_exit() == 1
     assert "it has no [production] section" in missing.text(), missing.tail()
+
+
+def test_ini_file_with_a_byte_order_mark(mercy, tmp_path):
+    """An ini file saved with a UTF-8 byte order mark (as Windows editors
+    write it) is read like one without: its [uwsgi] section is found, its
+    options apply (2 processes, its env) and its errors keep their line
+    numbers."""
+    ini = tmp_path / "bom.ini"
+    ini.write_bytes(b"\xef\xbb\xbf" + SECTIONS_INI.format(app=API_APP)
+                    .replace("processes = 1", "processes = 2").encode())
+    server = mercy(ini, ready=2)
+    for info in info_until_workers(server, 2).values():
+        assert (info["ini_env"], info["numproc"]) == ({"INI_SECTION": "uwsgi"}, 2)
+
+    broken = tmp_path / "broken.ini"
+    broken.write_bytes(b"\xef\xbb\xbf[uwsgi]\nprocesses = many\n")
+    refused = mercy("--wsgi-file", API_APP, broken, ready=0)
+    assert refused.wait_exit() == 1
+    assert f"configuration error: ini file {broken}, line 2: processes = many: " \
+        in refused.text(), refused.tail()
 
 
 def test_http_socket_and_http_in_an_ini_file(mercy, tmp_path):

@@ -1,7 +1,7 @@
 //! Socket addresses as uWSGI spells them: `host:port`, `:port`, or a path.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use super::ConfigError;
@@ -15,15 +15,23 @@ pub enum ListenAddress {
 
 impl ListenAddress {
     /// Parses `host:port`, `:port` (all IPv4 addresses), `[v6]:port`, or a
-    /// unix socket path (anything with a `/`, or without a `:`).
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+    /// unix socket path (anything with a `/`, or without a `:`), given to
+    /// `option`. A bare IP address or `localhost` is refused: its port was
+    /// forgotten, and it would silently become a socket file of that name.
+    pub fn parse(option: &'static str, text: &str) -> Result<Self, ConfigError> {
         let bad = |reason: &str| ConfigError::BadAddress {
+            option,
             address: text.to_owned(),
             reason: reason.to_owned(),
         };
         if text.contains('/') || !text.contains(':') {
             if text.is_empty() {
                 return Err(bad("empty address"));
+            }
+            if text == "localhost" || text.parse::<IpAddr>().is_ok() {
+                return Err(bad(&format!(
+                    "no port: write {text}:PORT, or ./{text} for a unix socket of that name"
+                )));
             }
             return Ok(Self::Unix(PathBuf::from(text)));
         }
@@ -60,26 +68,44 @@ mod tests {
     #[test]
     fn parses_each_form() {
         assert_eq!(
-            ListenAddress::parse(":8000").expect("valid"),
+            ListenAddress::parse("--http", ":8000").expect("valid"),
             ListenAddress::Tcp("0.0.0.0:8000".parse().expect("valid"))
         );
         assert_eq!(
-            ListenAddress::parse("127.0.0.1:9").expect("valid"),
+            ListenAddress::parse("--http", "127.0.0.1:9").expect("valid"),
             ListenAddress::Tcp("127.0.0.1:9".parse().expect("valid"))
         );
         assert_eq!(
-            ListenAddress::parse("[::1]:9").expect("valid"),
+            ListenAddress::parse("--http", "[::1]:9").expect("valid"),
             ListenAddress::Tcp("[::1]:9".parse().expect("valid"))
         );
         assert_eq!(
-            ListenAddress::parse("/run/app.sock").expect("valid"),
+            ListenAddress::parse("--http", "/run/app.sock").expect("valid"),
             ListenAddress::Unix("/run/app.sock".into())
         );
     }
 
     #[test]
+    fn refuses_an_address_without_its_port() {
+        for text in ["127.0.0.1", "localhost", "0.0.0.0"] {
+            let error = ListenAddress::parse("--socket", text).expect_err("no port");
+            let message = error.to_string();
+            assert!(message.contains("in --socket: no port"), "{message}");
+            assert!(message.contains(&format!("{text}:PORT")), "{message}");
+        }
+        assert_eq!(
+            ListenAddress::parse("--socket", "./127.0.0.1").expect("valid"),
+            ListenAddress::Unix("./127.0.0.1".into())
+        );
+        assert_eq!(
+            ListenAddress::parse("--socket", "app.sock").expect("valid"),
+            ListenAddress::Unix("app.sock".into())
+        );
+    }
+
+    #[test]
     fn refuses_a_bad_port() {
-        assert!(ListenAddress::parse("127.0.0.1:http").is_err());
-        assert!(ListenAddress::parse("127.0.0.1:70000").is_err());
+        assert!(ListenAddress::parse("--http", "127.0.0.1:http").is_err());
+        assert!(ListenAddress::parse("--http", "127.0.0.1:70000").is_err());
     }
 }

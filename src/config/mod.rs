@@ -461,8 +461,12 @@ pub enum ConfigError {
         rule: &'static str,
         value: String,
     },
-    #[error("invalid address {address:?} in --http: {reason}")]
-    BadAddress { address: String, reason: String },
+    #[error("invalid address {address:?} in {option}: {reason}")]
+    BadAddress {
+        option: &'static str,
+        address: String,
+        reason: String,
+    },
     #[error("a placeholder is NAME=VALUE, got {0:?}")]
     BadPlaceholder(String),
     #[error("ini file {}{}: {reason}", path.display(), line.map(|n| format!(", line {n}")).unwrap_or_default())]
@@ -525,12 +529,18 @@ impl Options {
         if self.http.is_empty() && self.socket.is_empty() && !sockets_given {
             return Err(ConfigError::NoSocket);
         }
-        let http = self.http.iter().map(|addr| (addr, Protocol::Http));
-        let uwsgi = self.socket.iter().map(|addr| (addr, Protocol::Uwsgi));
+        let http = self
+            .http
+            .iter()
+            .map(|addr| ("--http", addr, Protocol::Http));
+        let uwsgi = self
+            .socket
+            .iter()
+            .map(|addr| ("--socket", addr, Protocol::Uwsgi));
         let listen = http
             .chain(uwsgi)
-            .map(|(addr, protocol)| {
-                ListenAddress::parse(addr).map(|address| Socket { address, protocol })
+            .map(|(option, addr, protocol)| {
+                ListenAddress::parse(option, addr).map(|address| Socket { address, protocol })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let chmod_socket = self
@@ -631,13 +641,13 @@ impl Options {
             stats: self
                 .stats
                 .as_deref()
-                .map(ListenAddress::parse)
+                .map(|addr| ListenAddress::parse("--stats", addr))
                 .transpose()?,
             stats_http: self.stats_http,
             metrics: self
                 .metrics
                 .as_deref()
-                .map(ListenAddress::parse)
+                .map(|addr| ListenAddress::parse("--metrics", addr))
                 .transpose()?,
             run_as,
             log_json: self.log_json,

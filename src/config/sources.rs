@@ -330,6 +330,9 @@ impl IniReader<'_> {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        // Editors on Windows start a UTF-8 file with a byte order mark;
+        // left in, it would glue itself to the first section's name.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let options = ParseOption {
             enabled_quote: false,
             enabled_escape: false,
@@ -337,12 +340,12 @@ impl IniReader<'_> {
         };
         // Read first: it places the keys, and finds a section header
         // without its `]` on its line (the parser would only see the end).
-        let mut lines = KeyLines::of(&text).map_err(|(line, reason)| ConfigError::Ini {
+        let mut lines = KeyLines::of(text).map_err(|(line, reason)| ConfigError::Ini {
             path: path.to_owned(),
             line: Some(line),
             reason,
         })?;
-        let ini = Ini::load_from_str_opt(&text, options).map_err(|e| bad(e.msg.into_owned()))?;
+        let ini = Ini::load_from_str_opt(text, options).map_err(|e| bad(e.msg.into_owned()))?;
         let sections: Vec<&str> = match section {
             Some(name) => vec![name],
             None => vec!["uwsgi", "mercy"],

@@ -97,7 +97,12 @@ impl Triggers {
     ) -> std::io::Result<Self> {
         let signals = SIGNALS
             .iter()
-            .map(|(kind, command, name)| Ok((signal(*kind)?, *command, *name)))
+            .map(|(kind, command, name)| {
+                let handler = signal(*kind).map_err(|error| {
+                    std::io::Error::new(error.kind(), format!("cannot handle {name}: {error}"))
+                })?;
+                Ok((handler, *command, *name))
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
         let fifo = fifo.map(open_fifo).transpose()?;
         let touched = touch_reload
@@ -187,23 +192,27 @@ async fn read_letter(fifo: &mut pipe::Receiver) -> Option<(Command, String)> {
 }
 
 /// Creates the FIFO if needed and opens it for reading and writing, so it
-/// never reports end of file when a writer leaves.
+/// never reports end of file when a writer leaves. Errors name the option
+/// and the path.
 fn open_fifo(path: &Path) -> std::io::Result<pipe::Receiver> {
     use std::os::unix::fs::FileTypeExt;
+    let fail = |error: std::io::Error, doing: &str| {
+        let message = format!("--master-fifo {}: {doing}: {error}", path.display());
+        std::io::Error::new(error.kind(), message)
+    };
     match std::fs::metadata(path) {
         Ok(metadata) if metadata.file_type().is_fifo() => {}
         Ok(_) => {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a FIFO",
-                path.display()
-            )))
+            let error = std::io::Error::other("remove it or choose another path");
+            return Err(fail(error, "it exists and is not a FIFO"));
         }
         Err(_) => nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .map_err(std::io::Error::from)?,
+            .map_err(|error| fail(error.into(), "cannot create the FIFO"))?,
     }
     pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(path)
+        .map_err(|error| fail(error, "cannot open the FIFO"))
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

@@ -29,6 +29,7 @@ use workers::{Worker, WorkerState, Workers};
 
 pub use sockets::{bind_all, BindError, Listener};
 pub use systemd::{activated_sockets, Notifier};
+pub use vacuum::remove_at_exit;
 
 /// How long a worker of a fast shutdown gets before it is killed.
 const FAST_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -162,7 +163,11 @@ struct Master {
     respawns: Vec<(u32, Instant)>,
     /// Per slot: consecutive quick deaths, for the respawn backoff.
     quick_deaths: Vec<u32>,
+    /// Workers killed over the instance's life (the stats' forced_kills).
     killed_count: u64,
+    /// `killed_count` when the shutdown began: `shutdown_done` counts the
+    /// kills since then only.
+    killed_before_shutdown: u64,
     slots: HashMap<u32, SlotHistory>,
     last_reload: Option<ReloadRecord>,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
@@ -191,6 +196,7 @@ impl Master {
             respawns: Vec::new(),
             quick_deaths: vec![0; slots + 1],
             killed_count: 0,
+            killed_before_shutdown: 0,
             slots: HashMap::new(),
             last_reload: None,
             events_tx,
@@ -422,6 +428,11 @@ impl Master {
             "{} shutdown started",
             if graceful { "graceful" } else { "fast" }
         );
+        // A graceful shutdown escalated to a fast one is still the same
+        // shutdown: its kills count from the first request.
+        if !matches!(self.phase, Phase::ShuttingDown { .. }) {
+            self.killed_before_shutdown = self.killed_count;
+        }
         self.phase = Phase::ShuttingDown { mode };
         self.notifier.stopping(&format!(
             "{} shutdown: {} workers retiring",
@@ -827,7 +838,7 @@ impl Master {
         if matches!(self.phase, Phase::ShuttingDown { .. }) && self.workers.len() == 0 {
             info!(
                 event = "shutdown_done",
-                killed = self.killed_count,
+                killed = self.killed_count - self.killed_before_shutdown,
                 "shutdown done"
             );
             self.outcome = Some(Outcome::Stopped);
