@@ -83,6 +83,18 @@ def test_address_without_its_port_is_refused(mercy, option, value):
     server.assert_no_events("spawned")
 
 
+def test_bare_port_number_is_refused(mercy):
+    """`--http 8000` (the colon forgotten) is a configuration error saying
+    how to write it, not a unix socket file named 8000."""
+    server = mercy("--wsgi-file", APPS / "basic.py", "--http", "8000", ready=0)
+
+    assert server.wait_exit() == 1
+    [error] = server.events("config_error")
+    assert "no host: write :8000 (every address) or 127.0.0.1:8000" in error["message"], error
+    assert not (REPO / "8000").exists()
+    server.assert_no_events("spawned")
+
+
 def test_app_that_fails_to_import_ends_first_start_with_status_3(mercy):
     """An app raising ModuleNotFoundError at import: mercy exits with status 3
     at first start, and the log's `app_load_failed` names the exception, the

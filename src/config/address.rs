@@ -17,7 +17,8 @@ impl ListenAddress {
     /// Parses `host:port`, `:port` (all IPv4 addresses), `[v6]:port`, or a
     /// unix socket path (anything with a `/`, or without a `:`), given to
     /// `option`. A bare IP address or `localhost` is refused: its port was
-    /// forgotten, and it would silently become a socket file of that name.
+    /// forgotten, and it would silently become a socket file of that name;
+    /// so is a bare port number, whose colon was forgotten.
     pub fn parse(option: &'static str, text: &str) -> Result<Self, ConfigError> {
         let bad = |reason: &str| ConfigError::BadAddress {
             option,
@@ -31,6 +32,12 @@ impl ListenAddress {
             if text == "localhost" || text.parse::<IpAddr>().is_ok() {
                 return Err(bad(&format!(
                     "no port: write {text}:PORT, or ./{text} for a unix socket of that name"
+                )));
+            }
+            if text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(&format!(
+                    "no host: write :{text} (every address) or 127.0.0.1:{text}, \
+                     or ./{text} for a unix socket of that name"
                 )));
             }
             return Ok(Self::Unix(PathBuf::from(text)));
@@ -93,6 +100,10 @@ mod tests {
             assert!(message.contains("in --socket: no port"), "{message}");
             assert!(message.contains(&format!("{text}:PORT")), "{message}");
         }
+        let message = ListenAddress::parse("--http", "8000")
+            .expect_err("no host")
+            .to_string();
+        assert!(message.contains("write :8000"), "{message}");
         assert_eq!(
             ListenAddress::parse("--socket", "./127.0.0.1").expect("valid"),
             ListenAddress::Unix("./127.0.0.1".into())
