@@ -61,8 +61,11 @@ pub struct Options {
     pub strict: bool,
 
     /// Serve HTTP/1.1 on ADDR (`host:port`, `:port` or a unix socket path).
-    /// Repeatable. uWSGI's `--http-socket` means the same, and so does its
-    /// `--http`: mercy's workers serve HTTP themselves, with no router.
+    /// Repeatable. Unlike uWSGI, a bare IP address, `localhost` or a bare
+    /// port number (the port or its colon forgotten) is a configuration
+    /// error rather than a unix socket of that name; write `./8000` if that
+    /// file is meant. uWSGI's `--http-socket` means the same, and so does
+    /// its `--http`: mercy's workers serve HTTP themselves, with no router.
     #[arg(
         long = "http",
         visible_alias = "http-socket",
@@ -313,7 +316,12 @@ pub struct Options {
 
     /// The user the master and workers run as: the master binds its
     /// sockets (and writes --pidfile) first, then drops to it, as uWSGI
-    /// does. A name or a number; needs a start as root.
+    /// does. A name or a number; needs a start as root. As with uWSGI, the
+    /// master may then lack the right to remove its unix sockets, pidfile
+    /// and FIFO at exit (made by root in a folder that user cannot write):
+    /// it logs a warning naming each file left behind; give that user write
+    /// access to the folder (e.g. systemd RuntimeDirectory=) or remove them
+    /// by hand.
     #[arg(long, value_name = "USER")]
     pub uid: Option<String>,
 
