@@ -1,7 +1,6 @@
 //! `--pythonpath` entries: a folder, or a glob pattern naming several, as
 //! uWSGI reads them.
 
-use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -49,33 +48,22 @@ fn is_pattern(path: &Path) -> bool {
         .any(|byte| matches!(byte, b'*' | b'?' | b'['))
 }
 
-/// The paths `pattern` matches, sorted as glob(3) sorts them; none if it
-/// matches nothing or cannot be read.
+/// The paths `pattern` matches, in sorted order; none if it matches
+/// nothing, is not a valid pattern or is not UTF-8. Entries that cannot be
+/// read are left out.
 fn glob(pattern: &Path) -> Vec<PathBuf> {
-    let Ok(pattern) = CString::new(pattern.as_os_str().as_bytes()) else {
+    let Some(pattern) = pattern.to_str() else {
         return Vec::new();
     };
-    // SAFETY: glob_t is a plain C struct; all zero bytes (null pointers,
-    // zero counts) is the state glob(3) expects to fill in.
-    let mut found: libc::glob_t = unsafe { std::mem::zeroed() };
-
-    // SAFETY: `pattern` is NUL-terminated and outlives the call, no error
-    // callback is given, and `found` is a glob_t glob(3) may write.
-    let status = unsafe { libc::glob(pattern.as_ptr(), 0, None, &mut found) };
-    let mut paths = Vec::new();
-    if status == 0 {
-        for index in 0..found.gl_pathc {
-            // SAFETY: after glob(3) returned 0, gl_pathv holds gl_pathc
-            // NUL-terminated strings, valid until globfree.
-            let path = unsafe { CStr::from_ptr(*found.gl_pathv.add(index)) };
-            paths.push(PathBuf::from(OsStr::from_bytes(path.to_bytes())));
-        }
-    }
-
-    // SAFETY: `found` was filled by glob(3) (or left zeroed, which
-    // globfree accepts) and is freed once; the strings were copied above.
-    unsafe { libc::globfree(&mut found) };
-    paths
+    // As the shell and glob(3) match: `*` does not match a leading dot.
+    let options = glob::MatchOptions {
+        require_literal_leading_dot: true,
+        ..glob::MatchOptions::new()
+    };
+    let Ok(paths) = glob::glob_with(pattern, options) else {
+        return Vec::new();
+    };
+    paths.filter_map(Result::ok).collect()
 }
 
 #[cfg(test)]
