@@ -1358,6 +1358,28 @@ def test_stalled_head_gets_408_after_the_socket_timeout(mercy, tmp_path, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("expect", [False, True])
+def test_stalled_body_gets_408_whatever_the_app_answers(mercy, tmp_path, mode, expect):
+    """A client that sends 3 of its 10 body bytes and stops (or, having
+    asked for `100 Continue`, none): once --socket-timeout passes the
+    client gets a 408 with `Connection: close` (its own delay, not the
+    app's fault), never a 500 or the app's answer, whether mercy was
+    reading the body before calling the app or the app was reading it."""
+    app = serve(mercy, tmp_path, mode, "--socket-timeout", "1")
+    head = b"POST /input-chunks?size=4 HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+    with app.wire() as wire:
+        wire.send(head + (b"Expect: 100-continue\r\n\r\n" if expect else b"\r\nabc"))
+        received = wire.read_until_close()
+    if expect:
+        continued, _, received = received.partition(b"\r\n\r\n")
+        assert continued == b"HTTP/1.1 100 Continue", continued
+    [response], rest = parse_responses(received)
+    assert (response.status, response.header("connection"), rest) == (408, "close", b""), \
+        received
+    assert b"--socket-timeout" in response.body, response.body
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_socket_timeout_bounds_the_whole_head_not_each_read(mercy, tmp_path, mode):
     """A client that trickles its head one byte a second makes progress on
     every read, yet --socket-timeout (3 s) runs from the head's first byte:

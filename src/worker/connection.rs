@@ -478,6 +478,10 @@ where
                     method = %incoming.method,
                     "request body incomplete, the app was not called: {error}"
                 );
+                if let Some((status, why)) = body.refusal() {
+                    let (response, _) = closing_response(&incoming.response_protocol, status, why);
+                    let _ = stream.write_all(&response).await;
+                }
                 return Err(std::io::Error::other(error));
             }
         },
@@ -673,10 +677,10 @@ where
     let timeout = context.config.socket_timeout;
     let mut continue_sent = false;
     let mut framing = Framing::None;
-    // Set once the request body turned out malformed (perhaps before the
-    // app was called): whatever the app answers then, the client gets a 400
-    // and the connection closes.
-    let mut body_malformed = body.is_malformed();
+    // Set once the request body turned out malformed or stalled (perhaps
+    // before the app was called): whatever the app answers then, the client
+    // gets a 400 or a 408 and the connection closes.
+    let mut refusal = body.refusal();
     let mut out = BytesMut::new();
     loop {
         let next = match exchange.harakiri_at {
@@ -713,18 +717,16 @@ where
                 let result = body.read(stream, buffer, max, timeout).await;
                 if result.is_err() {
                     done.keep_alive = false;
-                    body_malformed = body.is_malformed();
+                    refusal = body.refusal();
                 }
                 reply.send(result);
             }
-            Event::Head { .. } if body_malformed => {
-                let (response, body_length) = closing_response(
-                    &exchange.response_protocol,
-                    400,
-                    "the request body is malformed",
-                );
+            Event::Head { .. } if refusal.is_some() => {
+                let (status, why) = refusal.expect("checked by the guard");
+                let (response, body_length) =
+                    closing_response(&exchange.response_protocol, status, why);
                 stream.write_all(&response).await?;
-                done.status = 400;
+                done.status = status;
                 done.body_bytes = body_length;
                 done.keep_alive = false;
                 return Ok(());
@@ -1022,8 +1024,18 @@ struct BodyReader {
 enum BodyFailure {
     /// The chunked framing is malformed: the client gets a 400.
     Malformed(String),
-    /// The client closed, failed or stalled before the body ended.
+    /// The client sent nothing for --socket-timeout: it gets a 408.
+    Stalled(String),
+    /// The client closed or failed before the body ended.
     Cut(String),
+}
+
+impl BodyFailure {
+    fn why(&self) -> &str {
+        match self {
+            Self::Malformed(why) | Self::Stalled(why) | Self::Cut(why) => why,
+        }
+    }
 }
 
 /// What [`BodyReader::prebuffer`] read before the app is called.
@@ -1047,8 +1059,17 @@ impl BodyReader {
         self.decoder.is_done()
     }
 
-    fn is_malformed(&self) -> bool {
-        matches!(self.failure, Some(BodyFailure::Malformed(_)))
+    /// The answer the client gets, whatever the app says, once its body
+    /// could not be read through its own fault.
+    fn refusal(&self) -> Option<(u16, &'static str)> {
+        match self.failure {
+            Some(BodyFailure::Malformed(_)) => Some((400, "the request body is malformed")),
+            Some(BodyFailure::Stalled(_)) => Some((
+                408,
+                "the request body did not arrive within --socket-timeout",
+            )),
+            Some(BodyFailure::Cut(_)) | None => None,
+        }
     }
 
     /// Unread body bytes, when the framing says.
@@ -1058,10 +1079,9 @@ impl BodyReader {
 
     /// Why the body cannot be read further, if it cannot.
     fn failure(&self) -> Option<String> {
-        match &self.failure {
-            Some(BodyFailure::Malformed(why) | BodyFailure::Cut(why)) => Some(why.clone()),
-            None => None,
-        }
+        self.failure
+            .as_ref()
+            .map(|failure| failure.why().to_owned())
     }
 
     /// Reads up to `max` body bytes; empty at the end of the body.
@@ -1091,8 +1111,9 @@ impl BodyReader {
                 }
                 Ok((used, BodyPart::NeedMore)) => {
                     buffer.advance(used);
-                    if let Err(error) = fill(stream, buffer, timeout).await {
-                        self.failure = Some(BodyFailure::Cut(error.0.clone()));
+                    if let Err(failure) = fill(stream, buffer, timeout).await {
+                        let error = BodyError(failure.why().to_owned());
+                        self.failure = Some(failure);
                         return Err(error);
                     }
                 }
@@ -1155,18 +1176,24 @@ impl BodyReader {
 }
 
 /// Reads more bytes into the buffer, within the socket timeout.
-async fn fill<S>(stream: &mut S, buffer: &mut BytesMut, timeout: Duration) -> Result<(), BodyError>
+async fn fill<S>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    timeout: Duration,
+) -> Result<(), BodyFailure>
 where
     S: AsyncRead + Unpin,
 {
     buffer.reserve(16 * 1024);
     match tokio::time::timeout(timeout, stream.read_buf(buffer)).await {
-        Ok(Ok(0)) => Err(BodyError(
+        Ok(Ok(0)) => Err(BodyFailure::Cut(
             "the client closed the connection before the body ended".into(),
         )),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(BodyError(format!("reading the body failed: {error}"))),
-        Err(_) => Err(BodyError(format!(
+        Ok(Err(error)) => Err(BodyFailure::Cut(format!(
+            "reading the body failed: {error}"
+        ))),
+        Err(_) => Err(BodyFailure::Stalled(format!(
             "the client sent no body bytes for {}s (--socket-timeout)",
             timeout.as_secs()
         ))),
