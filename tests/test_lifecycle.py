@@ -761,20 +761,21 @@ def test_wsgi_errors_writes_are_log_events(mercy):
 def test_printed_lines_are_log_events_under_log_json(mercy):
     """Under --log-json, each line the app prints to sys.stdout or
     sys.stderr (at import, in a request, in pieces, from a thread of its
-    own) is one `app_log` event naming the stream: every line of the log
-    is a JSON object."""
+    own) is one `app_log` event naming the stream, at INFO for standard
+    output and WARN for standard error: every line of the log is a JSON
+    object."""
     server = mercy("--wsgi-file", APPS / "printing.py")
     assert server.get("/?x1").body == b"printed"
     server.send_signal(signal.SIGTERM)
     assert server.wait_exit() == 0
 
-    logged = [(r["stream"], r["message"]) for r in server.events("app_log")]
+    logged = [(r["stream"], r["level"], r["message"]) for r in server.events("app_log")]
     assert logged == [
-        ("stdout", "printed at import"),
-        ("stdout", "stdout says x1"),
-        ("stderr", "stderr says x1"),
-        ("stderr", "second line"),
-        ("stdout", "thread says x1"),
+        ("stdout", "INFO", "printed at import"),
+        ("stdout", "INFO", "stdout says x1"),
+        ("stderr", "WARN", "stderr says x1"),
+        ("stderr", "WARN", "second line"),
+        ("stdout", "INFO", "thread says x1"),
     ]
     for line in server.text().splitlines():
         json.loads(line)

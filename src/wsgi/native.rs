@@ -4,7 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyTuple};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::environ::{self, Constants, CONSTANTS};
 use super::input::Input;
@@ -414,12 +414,26 @@ fn log_app_line(text: &str, stream: &str) {
         return;
     }
     let context = worker::context();
-    warn!(
-        event = "app_log",
-        worker.id = context.spec.id,
-        worker.pid = std::process::id(),
-        generation = context.spec.generation,
-        stream,
-        "{text}"
-    );
+    let (id, pid, generation) = (context.spec.id, std::process::id(), context.spec.generation);
+    // What the app prints to standard output is its ordinary output; what
+    // it writes to standard error or wsgi.errors is meant as a warning.
+    if stream == "stdout" {
+        info!(
+            event = "app_log",
+            worker.id = id,
+            worker.pid = pid,
+            generation,
+            stream,
+            "{text}"
+        );
+    } else {
+        warn!(
+            event = "app_log",
+            worker.id = id,
+            worker.pid = pid,
+            generation,
+            stream,
+            "{text}"
+        );
+    }
 }
