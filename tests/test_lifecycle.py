@@ -47,6 +47,23 @@ def slow_request(server, marker, release, seconds):
     return thread, result
 
 
+def hold_a_request(server, tmp_path, seconds=0):
+    """Starts GET /slow and waits until the app holds it; returns a function
+    that releases it (the app then sleeps `seconds`) and checks that it
+    completed with 200 "slow done"."""
+    marker, release = tmp_path / "started", tmp_path / "release"
+    thread, result = slow_request(server, marker, release, seconds)
+    wait_for_file(marker)
+
+    def finish():
+        release.touch()
+        thread.join(timeout=120)
+        assert "error" not in result, result
+        assert (result["response"].status, result["response"].body) == (200, b"slow done")
+
+    return finish
+
+
 def test_reloads_under_continuous_load_lose_no_request(mercy):
     """Two clients send requests without pause (one on new connections, one
     on keep-alive connections) across 5 SIGHUP reloads: no request fails, is
@@ -104,18 +121,12 @@ def test_sigterm_lets_an_in_flight_request_finish(mercy, tmp_path):
     (2 s after the shutdown started), mercy exits with status 0, and no
     worker is killed."""
     server = mercy("--wsgi-file", APPS / "basic.py", "--processes", "1", "--threads", "2")
-    marker, release = tmp_path / "started", tmp_path / "release"
-    thread, result = slow_request(server, marker, release, seconds=2)
-    wait_for_file(marker)
+    finish = hold_a_request(server, tmp_path, seconds=2)
 
     server.send_signal(signal.SIGTERM)
     server.wait_event("shutdown_started")
-    release.touch()
-    thread.join(timeout=120)
+    finish()
 
-    assert "error" not in result, result
-    assert result["response"].status == 200
-    assert result["response"].body == b"slow done"
     assert server.wait_exit() == 0
     server.wait_event("shutdown_done")
     server.assert_no_events("mercy_expired", "killed")
@@ -476,20 +487,15 @@ def test_reload_requested_during_a_graceful_shutdown_is_ignored(mercy, tmp_path)
     master logs `reload_ignored` naming SIGHUP and starts no reload; the
     request completes and mercy exits 0."""
     server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2")
-    marker, release = tmp_path / "started", tmp_path / "release"
-    thread, result = slow_request(server, marker, release, seconds=0)
-    wait_for_file(marker)
+    finish = hold_a_request(server, tmp_path)
 
     server.send_signal(signal.SIGTERM)
     server.wait_event("shutdown_started")
     server.send_signal(signal.SIGHUP)
     [ignored] = server.wait_event("reload_ignored")
-    release.touch()
-    thread.join(timeout=120)
+    finish()
 
     assert ignored["cause"] == "SIGHUP", ignored
-    assert "error" not in result, result
-    assert (result["response"].status, result["response"].body) == (200, b"slow done")
     assert server.wait_exit() == 0
     server.wait_event("shutdown_done")
     server.assert_no_events("reload_started", "killed")
@@ -843,9 +849,7 @@ def test_a_connection_arriving_after_the_workers_stopped_accepting_is_refused(me
     answered, and reset when mercy exits. The request in flight still
     completes."""
     server = mercy("--wsgi-file", BASIC_APP, "--processes", "1", "--threads", "2")
-    marker, release = tmp_path / "started", tmp_path / "release"
-    thread, result = slow_request(server, marker, release, seconds=0)
-    wait_for_file(marker)
+    finish = hold_a_request(server, tmp_path)
 
     server.send_signal(signal.SIGTERM)
     server.wait_event("retiring")
@@ -858,9 +862,6 @@ def test_a_connection_arriving_after_the_workers_stopped_accepting_is_refused(me
         return False
 
     wait_until(refused, 60, "a refused connection while the worker finishes its request")
-    release.touch()
-    thread.join(timeout=120)
-    assert "error" not in result, result
-    assert (result["response"].status, result["response"].body) == (200, b"slow done")
+    finish()
     assert server.wait_exit() == 0
     server.assert_no_events("killed")
